@@ -1,0 +1,35 @@
+# One command sets up and runs; the virtual environment lives in .venv/ of the checkout.
+#   make run    install, then train the default WGAN-GP (8 gaussians) into runs/latest
+#   make test   install, then run the whole test suite
+# TORCH_SPEC chooses the torch build: the default pins the CPU build that installs in seconds
+# where a local wheel is available; `make test TORCH_SPEC=torch` takes PyPI's default build
+# (CUDA on Linux).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/fastgp train --out runs/latest
+
+test: $(STAMP)
+	$(BIN)/ruff check fastgp tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check fastgp tests
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache

@@ -1,0 +1,33 @@
+"""fastgp: fast, exact gradient penalties and a WGAN-GP training system."""
+
+from fastgp import ops
+from fastgp.losses import (
+    clip_weights_,
+    critic_wasserstein_loss,
+    discriminator_bce_loss,
+    generator_minimax_loss,
+    generator_nonsaturating_loss,
+    generator_wasserstein_loss,
+    wasserstein_estimate,
+)
+from fastgp.ops import interpolate, norm_penalty
+from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "clip_weights_",
+    "critic_wasserstein_loss",
+    "discriminator_bce_loss",
+    "dragan_penalty",
+    "generator_minimax_loss",
+    "generator_nonsaturating_loss",
+    "generator_wasserstein_loss",
+    "gradient_penalty",
+    "interpolate",
+    "norm_penalty",
+    "ops",
+    "r1_penalty",
+    "wasserstein_estimate",
+]

@@ -1,0 +1,76 @@
+"""The run folder: config, metrics CSV, figures and checkpoints, each written so a crash never leaves
+a half-written file behind (write to a temporary file in the same folder, then rename)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import torch
+
+CONFIG_FILE = "config.json"
+METRICS_CSV = "metrics.csv"
+FINAL_METRICS = "final_metrics.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` on a temporary file next to ``path`` and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint on the CPU; a missing or unreadable file gets an error that names it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"checkpoint {path} cannot be read ({error}); it is corrupt or "
+                         "was not written by fastgp") from error
+
+
+class MetricsLog:
+    """Append rows to ``metrics.csv``, flushed after each row so a crash keeps what was logged."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.columns = columns
+        self._handle = open(path, "w", newline="")
+        self._writer = csv.DictWriter(self._handle, fieldnames=columns)
+        self._writer.writeheader()
+
+    def append(self, row: dict[str, float]) -> None:
+        self._writer.writerow({column: row[column] for column in self.columns})
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()

@@ -1,0 +1,236 @@
+"""WGAN-GP training on the toy sets (Gulrajani et al. 2017, Algorithm 1).
+
+Each generator step is preceded by ``n_critic`` critic steps; every critic step draws fresh real
+samples, fresh noise and fresh ε. Defaults are the paper's toy settings: λ = 0.1, n_critic = 5,
+Adam with lr 1e-4 and betas (0.5, 0.9) as in its released code, batch 256, ReLU MLPs with three
+hidden layers and noise of dimension 2 — except the width: 256 units instead of the paper's 512,
+measured to cover all 8 modes of 8gaussians in 2,000 steps within 2.5 minutes on 2 CPU cores
+(``hidden=512`` is 2.7× slower per step). Pass ``hidden=512`` for the paper's model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fastgp.losses import (
+    critic_wasserstein_loss,
+    generator_wasserstein_loss,
+    wasserstein_estimate,
+)
+from fastgp.penalty import gradient_penalty
+from fastgp.train import run_folder
+from fastgp.train.data import ToyDataset, toy_dataset
+from fastgp.train.metrics import mode_coverage
+from fastgp.train.models import toy_critic, toy_generator
+from fastgp.train.plots import plot_toy_samples, plot_training_curves
+
+LOG_COLUMNS = [
+    "step", "critic_loss", "generator_loss", "w_estimate", "penalty",
+    "grad_norm_mean", "grad_norm_std", "seconds",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as the run folder's ``config.json``."""
+
+    dataset: str = "8gaussians"
+    steps: int = 2000
+    batch_size: int = 256
+    n_critic: int = 5
+    gp_weight: float = 0.1
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    hidden: int = 256
+    depth: int = 3
+    noise_dim: int = 2
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 500
+    eval_samples: int = 2500
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        positive = ["steps", "batch_size", "n_critic", "hidden", "depth", "noise_dim",
+                    "log_every", "eval_every", "eval_samples"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.gp_weight < 0:
+            raise ValueError(f"lr must be > 0 and gp_weight >= 0, got {self.lr} and {self.gp_weight}")
+        toy_dataset(self.dataset)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+
+def build_generator(config: TrainConfig) -> nn.Module:
+    return toy_generator(config.noise_dim, 2, config.hidden, config.depth)
+
+
+def build_critic(config: TrainConfig) -> nn.Module:
+    return toy_critic(2, config.hidden, config.depth)
+
+
+class Trainer:
+    """Runs one WGAN-GP training job and writes its run folder."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True) -> None:
+        config.validate()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.device = torch.device(config.device)
+        torch.manual_seed(config.seed)
+        self.data = toy_dataset(config.dataset)
+        self.data_stream = torch.Generator().manual_seed(config.seed + 1)
+        self.generator = build_generator(config).to(self.device)
+        self.critic = build_critic(config).to(self.device)
+        betas = (config.beta1, config.beta2)
+        self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), config.lr, betas=betas)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.lr, betas=betas)
+        # One fixed noise batch and one fixed real batch for every evaluation, so that
+        # evaluations differ only by the model.
+        evaluation_stream = torch.Generator().manual_seed(config.seed + 2)
+        self.eval_noise = torch.randn(config.eval_samples, config.noise_dim, generator=evaluation_stream)
+        self.eval_real = self.data.sample(config.eval_samples, evaluation_stream)
+        self.step = 0
+
+    def run(self) -> dict:
+        """Train for ``config.steps`` generator steps; returns the final metrics."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE, dataclasses.asdict(self.config))
+        log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS)
+        start = time.perf_counter()
+        bar = tqdm(total=self.config.steps, disable=not self.progress, unit="step", dynamic_ncols=True)
+        interrupted = False
+        try:
+            while self.step < self.config.steps:
+                row = self._train_step()
+                self.step += 1
+                bar.update(1)
+                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                    row |= {"step": self.step, "seconds": time.perf_counter() - start}
+                    self._check_finite(row)
+                    log.append(row)
+                    bar.set_postfix(W=f"{row['w_estimate']:.4f}", gp=f"{row['penalty']:.4f}")
+                if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
+                    self.evaluate(f"samples_step{self.step:06d}.png")
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+            log.close()
+        seconds = time.perf_counter() - start
+        self.save_checkpoint()
+        final = self.evaluate("samples.png") | {
+            "steps": self.step, "seconds": seconds, "interrupted": interrupted,
+        }
+        run_folder.write_json(self.out_dir / run_folder.FINAL_METRICS, final)
+        plot_training_curves(self.out_dir / "curves.png", self.out_dir / run_folder.METRICS_CSV)
+        if interrupted:
+            raise KeyboardInterrupt
+        return final
+
+    def _train_step(self) -> dict[str, float]:
+        config = self.config
+        for _ in range(config.n_critic):
+            real = self.data.sample(config.batch_size, self.data_stream).to(self.device)
+            noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
+            with torch.no_grad():
+                fake = self.generator(noise)
+            real_scores, fake_scores = self.critic(real), self.critic(fake)
+            penalty, norms = gradient_penalty(
+                self.critic, real, fake, weight=config.gp_weight, return_norms=True,
+                check_inputs=False,
+            )
+            critic_loss = critic_wasserstein_loss(real_scores, fake_scores) + penalty
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_optimizer.step()
+
+        self.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
+        noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
+        generator_loss = generator_wasserstein_loss(self.critic(self.generator(noise)))
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        generator_loss.backward()
+        self.generator_optimizer.step()
+        self.critic.requires_grad_(True)
+        return {
+            "critic_loss": critic_loss.item(),
+            "generator_loss": generator_loss.item(),
+            "w_estimate": wasserstein_estimate(real_scores, fake_scores).item(),
+            "penalty": penalty.item(),
+            "grad_norm_mean": norms.mean().item(),
+            "grad_norm_std": norms.std().item() if norms.numel() > 1 else 0.0,
+        }
+
+    def _check_finite(self, row: dict[str, float]) -> None:
+        bad = [name for name, value in row.items() if not math.isfinite(value)]
+        if bad:
+            raise FloatingPointError(f"training diverged at step {self.step}: {bad} not finite")
+
+    @torch.no_grad()
+    def evaluate(self, figure_name: str) -> dict:
+        """Metrics of the fixed evaluation batch, and a figure of it over real data."""
+        self.generator.eval()
+        samples = self.generator(self.eval_noise.to(self.device)).cpu()
+        self.generator.train()
+        metrics: dict = {"step": self.step}
+        if isinstance(self.data, ToyDataset):
+            metrics |= mode_coverage(samples, self.data.centres, self.data.sigma).as_dict()
+        title = f"{self.config.dataset}, step {self.step}"
+        if "modes_covered" in metrics:
+            title += (f": {metrics['modes_covered']}/{metrics['num_modes']} modes, "
+                      f"{100 * metrics['high_quality_share']:.1f}% high quality")
+        critic_cpu = lambda points: self.critic(points.to(self.device)).cpu()  # noqa: E731
+        plot_toy_samples(self.out_dir / figure_name, self.eval_real, samples, critic_cpu, title)
+        return metrics
+
+    def save_checkpoint(self) -> None:
+        run_folder.save_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE, {
+            "step": self.step,
+            "config": dataclasses.asdict(self.config),
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "generator_optimizer": self.generator_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+        })
+
+
+def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
+    """The generator of a run folder, in eval mode on the CPU, with its config."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / run_folder.CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {config_path.name} is missing")
+    config = TrainConfig.from_dict(run_folder.read_json(config_path))
+    state = run_folder.load_checkpoint(run_dir / run_folder.CHECKPOINT_FILE)
+    generator = build_generator(config)
+    generator.load_state_dict(state["generator"])
+    return generator.eval(), config
+
+
+@torch.no_grad()
+def sample(run_dir: Path, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` samples from a run's generator, shape ``(n, 2)``, reproducible for a ``seed``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    generator, config = load_generator(run_dir)
+    noise = torch.randn(n, config.noise_dim, generator=torch.Generator().manual_seed(seed))
+    return generator(noise)

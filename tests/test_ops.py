@@ -1,0 +1,189 @@
+"""The fastgp ops: values against plain torch in fp64, autograd contracts, custom-op contracts."""
+
+import pytest
+import torch
+from helpers import FP64_TOL, relative_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastgp
+from fastgp import ops
+
+
+def _random(shape, dtype=torch.float64, seed=0, requires_grad=False):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=dtype).requires_grad_(requires_grad)
+
+
+def _plain_penalty(grad, weight, center, one_sided):
+    norms = grad.reshape(grad.shape[0], -1).norm(dim=1)
+    deviation = norms - center
+    if one_sided:
+        deviation = deviation.clamp(min=0)
+    return weight * (deviation**2).mean(), norms
+
+
+# ----------------------------------------------------------------------------- interpolate
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (3, 5), (257, 2), (4, 3, 5, 7), (2, 2, 3, 4, 5)])
+def test_interpolate_matches_formula(shape):
+    real, fake = _random(shape, seed=1), _random(shape, seed=2)
+    eps = torch.rand(shape[0], dtype=torch.float64)
+    expected = eps.view(-1, *[1] * (len(shape) - 1)) * real
+    expected = expected + (1 - eps.view(-1, *[1] * (len(shape) - 1))) * fake
+    assert relative_error(ops.interpolate(real, fake, eps), expected) <= FP64_TOL
+
+
+def test_interpolate_fp32_rounds_like_the_canonical_line():
+    real, fake = _random((64, 3, 5, 5), torch.float32, 1), _random((64, 3, 5, 5), torch.float32, 2)
+    eps = torch.rand(64)
+    alpha = eps.view(-1, 1, 1, 1)
+    assert torch.equal(ops.interpolate(real, fake, eps), alpha * real + (1 - alpha) * fake)
+
+
+def test_interpolate_keeps_channels_last():
+    real = _random((2, 3, 4, 5)).to(memory_format=torch.channels_last)
+    fake = _random((2, 3, 4, 5), seed=3).to(memory_format=torch.channels_last)
+    out = ops.interpolate(real, fake, torch.rand(2, dtype=torch.float64))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_interpolate_non_contiguous_inputs():
+    base_real, base_fake = _random((5, 8, 6)), _random((5, 8, 6), seed=4)
+    real, fake = base_real.transpose(1, 2), base_fake[:, :, ::1].transpose(1, 2)
+    eps = torch.rand(5, dtype=torch.float64)
+    expected = ops.interpolate(real.contiguous(), fake.contiguous(), eps)
+    assert relative_error(ops.interpolate(real, fake, eps), expected) <= FP64_TOL
+
+
+def test_interpolate_gradcheck_and_gradgradcheck():
+    real = _random((3, 2, 4), seed=1, requires_grad=True)
+    fake = _random((3, 2, 4), seed=2, requires_grad=True)
+    eps = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ops.interpolate, (real, fake, eps))
+    assert torch.autograd.gradgradcheck(ops.interpolate, (real, fake, eps))
+
+
+def test_interpolate_opcheck():
+    real, fake = _random((3, 4), seed=1, requires_grad=True), _random((3, 4), seed=2)
+    eps = torch.rand(3, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.fastgp.interpolate.default, (real, fake, eps))
+    real4 = _random((2, 3, 4, 4)).to(memory_format=torch.channels_last)
+    fake4 = _random((2, 3, 4, 4), seed=5).to(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastgp.interpolate.default,
+                          (real4, fake4, torch.rand(2, dtype=torch.float64)))
+
+
+# ----------------------------------------------------------------------------- norm_penalty
+
+
+@pytest.mark.parametrize("one_sided", [False, True])
+@pytest.mark.parametrize("center", [1.0, 0.0, 2.5])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (257, 2), (4, 3, 5, 5), (2, 3, 2, 3, 2)])
+def test_norm_penalty_matches_plain_torch(shape, center, one_sided):
+    grad = _random(shape, seed=7, requires_grad=True)
+    penalty, norms = ops.norm_penalty(grad, 10.0, center, one_sided)
+    expected_penalty, expected_norms = _plain_penalty(grad, 10.0, center, one_sided)
+    assert relative_error(norms, expected_norms) <= FP64_TOL
+    assert relative_error(penalty, expected_penalty) <= FP64_TOL
+    (ours,) = torch.autograd.grad(penalty, grad)
+    (theirs,) = torch.autograd.grad(expected_penalty, grad)
+    assert relative_error(ours, theirs) <= FP64_TOL
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 40),
+    features=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    weight=st.floats(0.01, 100.0),
+    center=st.floats(0.0, 3.0),
+    one_sided=st.booleans(),
+)
+def test_norm_penalty_shape_sweep(batch, features, weight, center, one_sided):
+    grad = _random((batch, *features), seed=batch, requires_grad=True)
+    penalty, norms = ops.norm_penalty(grad, weight, center, one_sided)
+    expected_penalty, expected_norms = _plain_penalty(grad, weight, center, one_sided)
+    assert relative_error(norms, expected_norms) <= FP64_TOL
+    assert relative_error(penalty, expected_penalty) <= FP64_TOL
+
+
+def test_norm_penalty_zero_norm_has_zero_subgradient():
+    grad = _random((4, 5), requires_grad=False)
+    grad[1] = 0.0
+    grad.requires_grad_(True)
+    penalty, norms = ops.norm_penalty(grad, 10.0, 1.0, False)
+    (d_grad,) = torch.autograd.grad(penalty, grad, create_graph=True)
+    assert norms[1] == 0 and torch.isfinite(d_grad).all()
+    assert torch.equal(d_grad[1], torch.zeros(5, dtype=torch.float64))
+    # a hand-written sqrt(sum(g²)) really is NaN there: the op's subgradient is what fixes it
+    plain = grad.detach().clone().requires_grad_(True)
+    hand_written = 10.0 * (((plain**2).sum(dim=1).sqrt() - 1) ** 2).mean()
+    (plain_grad,) = torch.autograd.grad(hand_written, plain)
+    assert torch.isnan(plain_grad[1]).all()
+    (second,) = torch.autograd.grad(d_grad.sum(), grad)
+    assert torch.isfinite(second).all()
+
+
+def test_norm_penalty_gradcheck_and_gradgradcheck():
+    grad = _random((4, 3, 2), seed=3, requires_grad=True)
+    for one_sided, center in [(False, 1.0), (True, 1.0), (False, 0.0)]:
+        def both_outputs(g, one_sided=one_sided, center=center):
+            return ops.norm_penalty(g, 3.0, center, one_sided)
+        assert torch.autograd.gradcheck(both_outputs, (grad,))
+        assert torch.autograd.gradgradcheck(both_outputs, (grad,))
+
+
+def test_norm_penalty_opcheck():
+    for args in [
+        (_random((3, 4), requires_grad=True), 10.0, 1.0, False),
+        (_random((2, 3, 4, 4), requires_grad=True), 0.1, 0.0, True),
+        (_random((5, 2), dtype=torch.float32, requires_grad=True), 1.0, 1.0, False),
+        (_random((2, 3, 4, 4)).to(memory_format=torch.channels_last).requires_grad_(True),
+         10.0, 1.0, False),
+    ]:
+        torch.library.opcheck(torch.ops.fastgp.norm_penalty.default, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_norm_penalty_16bit_accumulates_in_fp32(dtype):
+    grad64 = _random((8, 4096), seed=11)
+    grad = grad64.to(dtype).requires_grad_(True)
+    penalty, norms = ops.norm_penalty(grad, 10.0, 1.0, False)
+    assert penalty.dtype == torch.float32 and norms.dtype == torch.float32
+    # Oracle: the same rounded inputs, reduced in fp64. fp32 accumulation is far inside 2e-2.
+    expected_penalty, expected_norms = _plain_penalty(grad.detach().double(), 10.0, 1.0, False)
+    assert relative_error(norms, expected_norms) <= 1e-5
+    assert relative_error(penalty, expected_penalty) <= 1e-5
+    (d_grad,) = torch.autograd.grad(penalty, grad)
+    assert d_grad.dtype == dtype
+
+
+def test_norm_penalty_channels_last_equals_contiguous():
+    grad = _random((3, 4, 5, 6))
+    penalty, norms = ops.norm_penalty(grad.to(memory_format=torch.channels_last), 10.0, 1.0, False)
+    expected_penalty, expected_norms = ops.norm_penalty(grad, 10.0, 1.0, False)
+    assert relative_error(norms, expected_norms) <= FP64_TOL
+    assert relative_error(penalty, expected_penalty) <= FP64_TOL
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def test_op_wrappers_reject_bad_input():
+    real = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        ops.interpolate(real, torch.randn(3, 5), torch.rand(3))
+    with pytest.raises(ValueError, match=r"shape \(B,\) = \(3,\)"):
+        ops.interpolate(real, real, torch.rand(3, 1))
+    with pytest.raises(TypeError, match="floating-point"):
+        ops.norm_penalty(torch.ones(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="empty batch"):
+        ops.norm_penalty(torch.randn(0, 4))
+    with pytest.raises(ValueError, match="rank >= 2"):
+        ops.norm_penalty(torch.randn(4))
+
+
+def test_ops_are_reexported():
+    assert fastgp.interpolate is ops.interpolate
+    assert fastgp.norm_penalty is ops.norm_penalty

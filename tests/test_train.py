@@ -1,0 +1,111 @@
+"""The training job end to end through the CLI: run folder, sampling, interruption, repeatability."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fastgp.cli import main
+from fastgp.train import TrainConfig, Trainer, load_generator
+from fastgp.train.run_folder import load_checkpoint
+
+TINY = ["--steps", "20", "--hidden", "16", "--eval-every", "10", "--no-progress"]
+
+
+def _metrics_rows(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    assert main(["train", "--out", str(run_dir), *TINY]) == 0
+    return run_dir
+
+
+def test_run_folder_contents(tiny_run):
+    names = {path.name for path in tiny_run.iterdir()}
+    assert {"config.json", "metrics.csv", "final_metrics.json", "checkpoint.pt", "samples.png",
+            "samples_step000010.png", "curves.png"} <= names
+    assert not [name for name in names if name.endswith(".tmp")]
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["dataset"] == "8gaussians" and config["steps"] == 20 and config["hidden"] == 16
+    assert config["gp_weight"] == 0.1 and config["lr"] == 1e-4
+    assert (config["beta1"], config["beta2"], config["n_critic"]) == (0.5, 0.9, 5)
+
+
+def test_metrics_csv_and_final_metrics(tiny_run):
+    rows = _metrics_rows(tiny_run)
+    assert [int(row["step"]) for row in rows] == [10, 20]
+    for row in rows:
+        assert all(np.isfinite(float(value)) for value in row.values())
+        assert float(row["penalty"]) >= 0
+    final = json.loads((tiny_run / "final_metrics.json").read_text())
+    assert final["steps"] == 20 and final["num_modes"] == 8 and not final["interrupted"]
+    assert 0 <= final["modes_covered"] <= 8 and 0 <= final["high_quality_share"] <= 1
+    assert sum(final["samples_per_mode"]) == round(final["high_quality_share"] * 2500)
+
+
+def test_sample_command_writes_the_generators_output(tiny_run, tmp_path):
+    out = tmp_path / "samples.npy"
+    assert main(["sample", "--run", str(tiny_run), "--n", "123", "--out", str(out), "--seed", "4"]) == 0
+    samples = np.load(out)
+    assert samples.shape == (123, 2) and samples.dtype == np.float32
+    generator, config = load_generator(tiny_run)
+    noise = torch.randn(123, config.noise_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = generator(noise).numpy()
+    np.testing.assert_array_equal(samples, expected)
+
+
+def test_checkpoint_holds_the_trained_state(tiny_run):
+    state = load_checkpoint(tiny_run / "checkpoint.pt")
+    assert state["step"] == 20
+    generator, _ = load_generator(tiny_run)
+    for name, tensor in generator.state_dict().items():
+        assert torch.equal(tensor, state["generator"][name])
+
+
+def test_same_seed_same_run(tmp_path):
+    for name in ("a", "b"):
+        assert main(["train", "--out", str(tmp_path / name), *TINY, "--seed", "7"]) == 0
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert strip(_metrics_rows(tmp_path / "a")) == strip(_metrics_rows(tmp_path / "b"))
+
+
+def test_interrupt_saves_checkpoint_and_metrics(tmp_path, monkeypatch):
+    original = Trainer._train_step
+
+    def interrupt_at_step_7(self):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_step_7)
+    assert main(["train", "--out", str(tmp_path), *TINY]) == 130
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 7
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["interrupted"] and final["steps"] == 7
+
+
+def test_sample_errors_are_clear(tmp_path, tiny_run, capsys):
+    assert main(["sample", "--run", str(tmp_path), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "is not a fastgp run folder: config.json is missing" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_run / "config.json").read_text())
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["sample", "--run", str(broken), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["sample", "--run", str(tiny_run), "--n", "5", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "must end in .npy" in capsys.readouterr().err
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
+        TrainConfig(steps=0).validate()
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"dataset": "8gaussians", "learning_rate": 1.0})
