@@ -14,8 +14,7 @@ The backward is written with differentiable torch ops, so the op may sit inside 
 ``create_graph=True`` region (double backward).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
 import torch
 
 from fastgp.ops._checks import batch_view_shape

@@ -17,8 +17,7 @@ Backward, with upstream gradients ``p̄`` (of the penalty) and ``n̄_i`` (of the
 so the op supports double backward (``gradgradcheck``) as well.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
 import torch
 
 from fastgp.ops._checks import accumulation_dtype, batch_view_shape
