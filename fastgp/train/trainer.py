@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,10 @@ class Trainer:
         run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE, dataclasses.asdict(self.config))
         log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS)
         start = time.perf_counter()
-        bar = tqdm(total=self.config.steps, disable=not self.progress, unit="step", dynamic_ncols=True)
+        # Redraw often on a terminal, rarely in a log file (CI, nohup) so logs stay readable.
+        redraw_seconds = 0.1 if sys.stderr.isatty() else 10.0
+        bar = tqdm(total=self.config.steps, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, mininterval=redraw_seconds)
         interrupted = False
         try:
             while self.step < self.config.steps:
