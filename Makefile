@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint bench bench-quick bench-pytest profile clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,23 @@ run: $(STAMP)
 	$(BIN)/fastgp train --out runs/latest
 
 test: $(STAMP)
-	$(BIN)/ruff check fastgp tests
+	$(BIN)/ruff check fastgp tests benchmarks
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/fastgp bench --out runs/bench
+
+bench-quick: $(STAMP)
+	$(BIN)/fastgp bench --quick --out runs/bench-quick
+
+bench-pytest: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-columns=min,median,max,rounds
+
+profile: $(STAMP)
+	$(BIN)/fastgp profile --critic dcgan32 --batch 64
+
 lint: $(STAMP)
-	$(BIN)/ruff check fastgp tests
+	$(BIN)/ruff check fastgp tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache

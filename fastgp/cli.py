@@ -3,15 +3,20 @@
 Commands:
     train    train a WGAN-GP on a toy set and write a run folder
     sample   write samples of a trained run's generator to a .npy file
+    profile  where a critic step with the gradient penalty spends its time, FLOPs, bytes and memory
+    bench    the benchmark matrix: every penalty path vs the reference and vs no penalty
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fastgp.train.data import TOY_DATASETS
 from fastgp.train.trainer import TrainConfig, Trainer, sample
@@ -84,7 +89,123 @@ def _run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "sample": _run_sample}
+def _profile_parser(subparsers: argparse._SubParsersAction) -> None:
+    from fastgp.bench import CRITICS
+    from fastgp.profile import PATHS
+
+    parser = subparsers.add_parser(
+        "profile", help="profile the GP overhead of a critic step",
+        description="Time the phases of a WGAN-GP critic step, compare it with the step without "
+                    "the penalty, count its ops, FLOPs, bytes and peak memory, and model its GPU "
+                    "time. --critic takes a built-in name or package.module:factory (a callable "
+                    "returning the critic; give --shape then).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--critic", default="dcgan32",
+                        help=f"one of {sorted(CRITICS)} or package.module:factory")
+    parser.add_argument("--shape", help="sample shape without the batch, e.g. 3,32,32")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--path", choices=PATHS, default="reference")
+    parser.add_argument("--weight", type=float, default=10.0, help="λ")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+
+def _bench_parser(subparsers: argparse._SubParsersAction) -> None:
+    from fastgp.bench import STANDARD_MATRIX
+    from fastgp.profile import PATHS
+
+    parser = subparsers.add_parser(
+        "bench", help="run the benchmark matrix and write CSV, Markdown and a chart",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up (about 1–2 min)")
+    parser.add_argument("--cases", default=",".join(case.name for case in STANDARD_MATRIX),
+                        help="comma-separated CRITIC-bBATCH cases")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated penalty paths")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def load_critic_factory(spec: str):
+    """``package.module:factory`` → the factory callable, with errors that say what is wrong."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--critic must be a built-in name or package.module:factory, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import {module_name!r} for --critic: {error}") from error
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name} has no callable {attribute!r} for --critic")
+    return factory
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise ValueError(f"--shape must be positive integers separated by commas, got {text!r}")
+    return shape
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from fastgp.bench import CRITICS
+    from fastgp.profile import profile_gp
+
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if args.critic in CRITICS:
+        build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
+    else:
+        build, shape = load_critic_factory(args.critic), None
+    if args.shape:
+        shape = _parse_shape(args.shape)
+    if shape is None:
+        raise ValueError("--shape is required with a package.module:factory critic")
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    critic = build()
+    if not isinstance(critic, torch.nn.Module):
+        raise ValueError(f"the critic factory must return an nn.Module, got {type(critic).__name__}")
+    critic = critic.to(device)
+    real = torch.randn(args.batch, *shape, device=device)
+    fake = torch.randn(args.batch, *shape, device=device)
+    result = profile_gp(critic, real, fake, path=args.path, weight=args.weight,
+                        repeats=args.repeats, warmup=args.warmup)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.format_table())
+    return 0
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from fastgp.bench import CRITICS, Case, run_matrix, write_outputs
+
+    cases = []
+    for name in filter(None, args.cases.split(",")):
+        critic, _, batch = name.rpartition("-b")
+        if critic not in CRITICS or not batch.isdigit() or int(batch) < 1:
+            raise ValueError(f"bad case {name!r}: expected CRITIC-bBATCH with CRITIC in "
+                             f"{sorted(CRITICS)}, e.g. dcgan32-b64")
+        cases.append(Case(critic, int(batch)))
+    repeats, warmup = (3, 1) if args.quick else (args.repeats, args.warmup)
+    rows = run_matrix(cases, [p for p in args.paths.split(",") if p], repeats, warmup,
+                      torch.device(args.device), progress=not args.no_progress)
+    written = write_outputs(args.out, rows)
+    print((args.out / "bench.md").read_text())
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+COMMANDS = {"train": _run_train, "sample": _run_sample, "profile": _run_profile,
+            "bench": _run_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
     _sample_parser(subparsers)
+    _profile_parser(subparsers)
+    _bench_parser(subparsers)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -15,13 +15,34 @@ import torch
 Critic = Callable[..., torch.Tensor]
 
 
-def _input_gradient(critic: Critic, x: torch.Tensor, cond: Sequence[torch.Tensor]) -> torch.Tensor:
-    x = x.detach().requires_grad_(True)
-    out = critic(x, *cond)
+def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """``x̂ = ε·real + (1−ε)·fake`` with one ε per sample."""
+    alpha = eps.view(-1, *([1] * (real.dim() - 1)))
+    return alpha * real + (1 - alpha) * fake
+
+
+def input_gradient(x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """``∇ₓ Σᵢ C(xᵢ)`` with ``create_graph=True``, so that a penalty on it can be backpropagated."""
     (grad,) = torch.autograd.grad(
-        outputs=out, inputs=x, grad_outputs=torch.ones_like(out), create_graph=True
+        outputs=scores, inputs=x, grad_outputs=torch.ones_like(scores), create_graph=True
     )
     return grad
+
+
+def norm_penalty(
+    grad: torch.Tensor, weight: float = 10.0, center: float = 1.0, one_sided: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``λ · mean_i((‖gᵢ‖₂ − c)²)`` (or the positive part of ``‖gᵢ‖₂ − c``). Returns ``(penalty, norms)``."""
+    norms = grad.reshape(grad.shape[0], -1).norm(2, dim=1)
+    deviation = norms - center
+    if one_sided:
+        deviation = deviation.clamp(min=0)
+    return weight * (deviation**2).mean(), norms
+
+
+def _input_gradient(critic: Critic, x: torch.Tensor, cond: Sequence[torch.Tensor]) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    return input_gradient(x, critic(x, *cond))
 
 
 def gradient_penalty(
@@ -38,14 +59,8 @@ def gradient_penalty(
 
     Returns ``(penalty, norms)``.
     """
-    alpha = eps.view(-1, *([1] * (real.dim() - 1)))
-    interpolates = alpha * real + (1 - alpha) * fake
-    grad = _input_gradient(critic, interpolates, cond)
-    norms = grad.reshape(grad.shape[0], -1).norm(2, dim=1)
-    deviation = norms - center
-    if one_sided:
-        deviation = deviation.clamp(min=0)
-    return weight * (deviation**2).mean(), norms
+    grad = _input_gradient(critic, interpolate(real, fake, eps), cond)
+    return norm_penalty(grad, weight, center, one_sided)
 
 
 def r1_penalty(

@@ -103,3 +103,8 @@ FAMILY_IDS = [family.name for family in FAMILIES]
 
 def family(name: str) -> Family:
     return next(f for f in FAMILIES if f.name == name)
+
+
+def tiny_critic() -> nn.Module:
+    """A factory for `fastgp profile --critic critics:tiny_critic --shape 6` in the CLI tests."""
+    return nn.Sequential(nn.Linear(6, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))

@@ -1,0 +1,237 @@
+"""The benchmark matrix: every penalty path against the reference, and against the step without GP.
+
+For each case (a critic and a batch) and each path, one process times the full critic step
+(median/min/max of interleaved repeats), counts one step (:mod:`fastgp.counting`) and models its
+H100 time (:mod:`fastgp.roofline`). Results go to ``bench.csv`` (one row per case and path, with
+the device, torch, fastgp and git versions), ``bench.md`` and ``bench.png``. Timings are reported,
+never asserted.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import datetime
+import platform
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import fastgp
+from fastgp.counting import count
+from fastgp.profile import PATHS, critic_step, matmul_flops_per_second, time_interleaved
+from fastgp.roofline import H100_SXM, modeled_time
+from fastgp.train.models import dcgan_critic, resnet32_critic, toy_critic
+
+NO_GP = "nogp"
+
+
+@dataclass(frozen=True)
+class Critic:
+    """A built-in critic: how to build it and the shape of one sample."""
+
+    build: Callable[[], nn.Module]
+    sample_shape: tuple[int, ...]
+    description: str
+
+
+CRITICS = {
+    "mlp": Critic(lambda: toy_critic(2, 512, 3), (2,), "WGAN-GP toy MLP 2→512×3→1"),
+    "dcgan32": Critic(lambda: dcgan_critic(32), (3, 32, 32), "DCGAN critic, 32×32, 64-128-256"),
+    "resnet32": Critic(resnet32_critic, (3, 32, 32), "WGAN-GP paper's CIFAR ResNet critic"),
+    "dcgan64": Critic(lambda: dcgan_critic(64), (3, 64, 64), "DCGAN critic, 64×64, 64-…-512"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    critic: str
+    batch: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.critic}-b{self.batch}"
+
+
+STANDARD_MATRIX = (Case("mlp", 256), Case("mlp", 4096), Case("dcgan32", 64),
+                   Case("resnet32", 64), Case("dcgan64", 32))
+
+CSV_COLUMNS = [
+    "case", "critic", "batch", "path", "median_ms", "min_ms", "max_ms", "repeats",
+    "speedup_vs_reference", "gp_overhead", "flops", "flop_ratio", "ops", "kernels",
+    "non_gemm_bytes", "peak_bytes", "percent_of_floor", "modeled_h100_ms", "device",
+    "device_name", "torch_version", "fastgp_version", "git_commit", "timestamp",
+]
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def gpu_description(device: torch.device) -> str:
+    """GPU name, memory and power limit from NVML, or why there is none."""
+    try:
+        import pynvml
+    except ImportError:
+        return "no GPU information (nvidia-ml-py not installed)"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        return f"no GPU (NVML: {error})"
+    try:
+        index = (device.index or 0) if device.type == "cuda" else 0
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name = pynvml.nvmlDeviceGetName(handle)
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
+        power = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000
+        return f"{name}, {memory:.0f} GiB, power limit {power:.0f} W"
+    except pynvml.NVMLError as error:
+        return f"GPU present but NVML query failed: {error}"
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({gpu_description(device)})"
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; " \
+           f"{gpu_description(device)}"
+
+
+def run_case(case: Case, paths: Sequence[str], repeats: int, warmup: int,
+             device: torch.device) -> list[dict]:
+    """Time, count and model every path of one case; one row per path (plus the no-GP step)."""
+    spec = CRITICS[case.critic]
+    torch.manual_seed(0)
+    critic = spec.build().to(device)
+    real = torch.randn(case.batch, *spec.sample_shape, device=device)
+    fake = torch.randn(case.batch, *spec.sample_shape, device=device)
+    steps = {}
+    for path in (*paths, NO_GP):
+        path_critic = copy.deepcopy(critic)
+        optimizer = torch.optim.Adam(path_critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        penalty_path = None if path == NO_GP else path
+        steps[path] = (lambda c=path_critic, o=optimizer, p=penalty_path:
+                       critic_step(c, o, real, fake, p))
+    timings = time_interleaved(steps, repeats, warmup, device)
+    counts = {path: count(step)[0] for path, step in steps.items()}
+    matmul_rate = matmul_flops_per_second(device.type, torch.float32)
+    reference_median = timings["reference"].median if "reference" in timings else float("nan")
+    rows = []
+    for path in steps:
+        stats, path_counts = timings[path], counts[path]
+        rows.append({
+            "case": case.name, "critic": case.critic, "batch": case.batch, "path": path,
+            "median_ms": 1e3 * stats.median, "min_ms": 1e3 * stats.minimum,
+            "max_ms": 1e3 * stats.maximum, "repeats": stats.repeats,
+            "speedup_vs_reference": reference_median / stats.median,
+            "gp_overhead": stats.median / timings[NO_GP].median,
+            "flops": path_counts.flops,
+            "flop_ratio": path_counts.flops / max(counts[NO_GP].flops, 1),
+            "ops": path_counts.ops, "kernels": path_counts.kernel_count,
+            "non_gemm_bytes": path_counts.non_gemm_bytes, "peak_bytes": path_counts.peak_bytes,
+            "percent_of_floor": 100 * path_counts.flops / matmul_rate / stats.median,
+            "modeled_h100_ms": 1e3 * modeled_time(path_counts.kernels, H100_SXM).seconds,
+        })
+    return rows
+
+
+def run_matrix(cases: Sequence[Case], paths: Sequence[str], repeats: int, warmup: int,
+               device: torch.device, progress: bool = True) -> list[dict]:
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        raise ValueError(f"unknown paths {unknown}: expected some of {PATHS}")
+    metadata = {
+        "device": str(device), "device_name": device_name(device),
+        "torch_version": torch.__version__, "fastgp_version": fastgp.__version__,
+        "git_commit": git_commit(),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    rows = []
+    for case in tqdm(cases, desc="bench", unit="case", disable=not progress):
+        rows += [row | metadata for row in run_case(case, paths, repeats, warmup, device)]
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = ("| case | path | median ms [min, max] | vs reference | GP overhead | FLOP ratio | "
+              "% of floor | aten ops | non-GEMM MB | peak MB | modeled H100 ms |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for row in rows:
+        lines.append(
+            f"| {row['case']} | {row['path']} | {row['median_ms']:.2f} [{row['min_ms']:.2f}, "
+            f"{row['max_ms']:.2f}] | {row['speedup_vs_reference']:.2f}× | {row['gp_overhead']:.2f}× "
+            f"| {row['flop_ratio']:.2f} | {row['percent_of_floor']:.0f}% | {row['ops']} | "
+            f"{row['non_gemm_bytes'] / 1e6:.1f} | {row['peak_bytes'] / 1e6:.1f} | "
+            f"{row['modeled_h100_ms']:.3f} |"
+        )
+    first = rows[0] if rows else {}
+    lines += ["", f"Device: {first.get('device_name', '?')}; torch {first.get('torch_version', '?')}; "
+              f"fastgp {first.get('fastgp_version', '?')} ({first.get('git_commit', '?')}). "
+              "Medians of interleaved repeats in one process; GP overhead = step time / no-GP "
+              "step time; modeled H100 times are a roofline model (docs/roofline.md), not "
+              "measurements."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_rows(path: Path, rows: list[dict]) -> None:
+    """Two panels: measured GP overhead per case and path, and the modeled H100 overhead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(row["case"] for row in rows))
+    paths = [p for p in dict.fromkeys(row["path"] for row in rows) if p != NO_GP]
+    by_key = {(row["case"], row["path"]): row for row in rows}
+    figure, (measured, modeled) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100)
+    width = 0.8 / max(len(paths), 1)
+    for index, name in enumerate(paths):
+        offsets = [i + (index - (len(paths) - 1) / 2) * width for i in range(len(cases))]
+        ratios, low, high, model = [], [], [], []
+        for case in cases:
+            row, base = by_key[(case, name)], by_key[(case, NO_GP)]
+            ratios.append(row["gp_overhead"])
+            low.append(row["gp_overhead"] - row["min_ms"] / base["median_ms"])
+            high.append(row["max_ms"] / base["median_ms"] - row["gp_overhead"])
+            model.append(row["modeled_h100_ms"] / base["modeled_h100_ms"])
+        measured.bar(offsets, ratios, width, yerr=[low, high], capsize=3, label=name)
+        modeled.bar(offsets, model, width, label=name)
+    for axis, title in ((measured, f"measured on {rows[0]['device']}"),
+                        (modeled, "modeled H100 (roofline, not measured)")):
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.axhline(5 / 3, color="grey", linestyle="--", linewidth=0.8, label="5/3 FLOP floor")
+        axis.set_xticks(range(len(cases)), cases, rotation=20)
+        axis.set_ylabel("GP step / no-GP step")
+        axis.set_title(title)
+        axis.legend(fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_outputs(out_dir: Path, rows: list[dict]) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "bench.csv", out_dir / "bench.md", out_dir / "bench.png"]
+    write_csv(paths[0], rows)
+    paths[1].write_text(markdown_table(rows))
+    plot_rows(paths[2], rows)
+    return paths

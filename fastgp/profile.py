@@ -1,0 +1,309 @@
+"""GP-overhead profiler: where a WGAN-GP critic step spends its time, FLOPs, bytes and memory.
+
+A *critic step* is what a WGAN-GP trainer runs ``n_critic`` times per generator step::
+
+    zero_grad → loss = E[C(fake)] − E[C(real)] (+ penalty) → loss.backward() → Adam step
+
+``profile_gp`` runs it with and without the penalty on the user's critic and reports
+
+- the time of each phase of the GP step (median of ``repeats``): interpolate, forward on x̂,
+  input gradient (``autograd.grad(create_graph=True)``), norm + penalty, the backward that
+  contains the double backward, and the rest (W-loss forwards, zero_grad, optimizer);
+- the GP overhead: median step time with the penalty over median step time without, measured
+  interleaved in one process;
+- machine-independent counts of one step (:mod:`fastgp.counting`): aten ops, kernels, FLOPs,
+  non-GEMM bytes, peak bytes of tensors the step allocates;
+- the floor: the step's FLOPs at this machine's measured matmul rate, and the share of it the
+  measured step reaches;
+- the *modeled* H100 time of both steps (:mod:`fastgp.roofline`).
+
+Paths: ``reference`` is :mod:`fastgp.reference` (the canonical code); ``tier1`` is
+:func:`fastgp.gradient_penalty` with the composite ops (input checks off, as in a training
+loop).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fastgp import ops, reference
+from fastgp.counting import Counts, OpCounter, count
+from fastgp.penalty import gradient_penalty
+from fastgp.roofline import H100_SXM, GPUSpec, modeled_time
+
+PATHS = ("reference", "tier1")
+PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
+          "backward (incl. double backward)", "rest (W-loss, optimizer)")
+
+__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step", "profile_gp",
+           "matmul_flops_per_second"]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _paper_adam(critic: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+
+
+def critic_step(
+    critic: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    path: str | None,
+    weight: float = 10.0,
+) -> torch.Tensor:
+    """One full critic step; ``path`` is ``"reference"``, ``"tier1"`` or ``None`` (no penalty)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = critic(fake).mean() - critic(real).mean()
+    if path == "reference":
+        eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+        loss = loss + reference.gradient_penalty(critic, real, fake, eps, weight)[0]
+    elif path == "tier1":
+        loss = loss + gradient_penalty(critic, real, fake, weight=weight, check_inputs=False)
+    elif path is not None:
+        raise ValueError(f"unknown path {path!r}: expected one of {PATHS} or None")
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float]:
+    """The GP step of ``path`` cut into the phases of ``PHASES``, each timed (synchronized)."""
+    blocks = reference if path == "reference" else ops
+    device = real.device
+    seconds = dict.fromkeys(PHASES, 0.0)
+    start = time.perf_counter()
+
+    def mark(phase: str) -> None:
+        nonlocal start
+        synchronize(device)
+        now = time.perf_counter()
+        seconds[phase] += now - start
+        start = now
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = critic(fake).mean() - critic(real).mean()
+    mark(PHASES[5])
+    eps = torch.rand(real.shape[0], device=device, dtype=real.dtype)
+    x_hat = blocks.interpolate(real, fake, eps).detach().requires_grad_(True)
+    mark(PHASES[0])
+    scores = critic(x_hat)
+    mark(PHASES[1])
+    grad = reference.input_gradient(x_hat, scores)
+    mark(PHASES[2])
+    penalty, _ = blocks.norm_penalty(grad, weight, 1.0, False)
+    mark(PHASES[3])
+    (loss + penalty).backward()
+    mark(PHASES[4])
+    optimizer.step()
+    mark(PHASES[5])
+    return seconds
+
+
+def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
+    timings = []
+    for _ in range(repeats + 1):  # the first run warms up
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        timings.append(time.perf_counter() - start)
+    return min(timings[1:])
+
+
+@functools.cache
+def matmul_flops_per_second(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """This machine's peak measured dense rate: the faster of a square matmul and a 3×3 convolution.
+
+    The fastest of 5 runs of each, not the median, because the floor is a best case. A
+    convolution is measured too because on CPUs oneDNN's convolutions can outrun the BLAS
+    matmul; the floor must not be beaten by the step it bounds. Sizes: a 2048² matmul and a
+    128→128-channel 3×3 convolution on 32×32×32 inputs on a CPU; 8192² and 4× the batch on a GPU.
+    """
+    target = torch.device(device)
+    size, batch = (2048, 32) if target.type == "cpu" else (8192, 128)
+    a = torch.randn(size, size, device=target, dtype=dtype)
+    b = torch.randn(size, size, device=target, dtype=dtype)
+    matmul_rate = 2 * size**3 / _fastest_seconds(lambda: torch.mm(a, b), target)
+    images = torch.randn(batch, 128, 32, 32, device=target, dtype=dtype)
+    weight = torch.randn(128, 128, 3, 3, device=target, dtype=dtype)
+    conv_flops = 2 * batch * 32 * 32 * 128 * 128 * 9
+    conv = lambda: torch.nn.functional.conv2d(images, weight, padding=1)  # noqa: E731
+    return max(matmul_rate, conv_flops / _fastest_seconds(conv, target))
+
+
+@dataclass
+class TimingStats:
+    median: float
+    minimum: float
+    maximum: float
+    repeats: int
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> TimingStats:
+        return cls(statistics.median(seconds), min(seconds), max(seconds), len(seconds))
+
+
+def time_interleaved(steps: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                     device: torch.device) -> dict[str, TimingStats]:
+    """Time each step ``repeats`` times, round-robin so that drift hits every step alike."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
+    return {name: TimingStats.of(values) for name, values in samples.items()}
+
+
+@dataclass
+class GPProfile:
+    """Result of :func:`profile_gp`; ``format_table()`` for people, ``as_dict()`` for machines."""
+
+    path: str
+    batch: int
+    sample_shape: tuple[int, ...]
+    device: str
+    phases: dict[str, float]
+    gp_step: TimingStats
+    nogp_step: TimingStats
+    gp_counts: Counts
+    nogp_counts: Counts
+    matmul_flops_per_second: float
+    gpu: GPUSpec
+
+    @property
+    def overhead(self) -> float:
+        return self.gp_step.median / self.nogp_step.median
+
+    @property
+    def floor_seconds(self) -> float:
+        return self.gp_counts.flops / self.matmul_flops_per_second
+
+    @property
+    def percent_of_floor(self) -> float:
+        return 100 * self.floor_seconds / self.gp_step.median
+
+    def modeled(self, with_penalty: bool = True):
+        counts = self.gp_counts if with_penalty else self.nogp_counts
+        return modeled_time(counts.kernels, self.gpu)
+
+    def as_dict(self) -> dict:
+        def step(stats: TimingStats, counts: Counts, with_penalty: bool) -> dict:
+            return {"median_seconds": stats.median, "min_seconds": stats.minimum,
+                    "max_seconds": stats.maximum, "repeats": stats.repeats,
+                    **counts.summary(), **self.modeled(with_penalty).as_dict()}
+
+        return {
+            "path": self.path, "batch": self.batch, "sample_shape": list(self.sample_shape),
+            "device": self.device, "phases_seconds": self.phases,
+            "gp_step": step(self.gp_step, self.gp_counts, True),
+            "nogp_step": step(self.nogp_step, self.nogp_counts, False),
+            "gp_overhead": self.overhead,
+            "flop_ratio": self.gp_counts.flops / max(self.nogp_counts.flops, 1),
+            "matmul_flops_per_second": self.matmul_flops_per_second,
+            "floor_seconds": self.floor_seconds, "percent_of_floor": self.percent_of_floor,
+            "modeled_gpu": self.gpu.name,
+        }
+
+    def format_table(self) -> str:
+        total = sum(self.phases.values())
+        shape = "×".join(str(s) for s in self.sample_shape)
+        lines = [f"GP critic step, path={self.path}, batch {self.batch} × {shape}, device {self.device}",
+                 "", f"{'phase of the GP step':<36}{'ms':>10}{'share':>9}"]
+        for phase, seconds in self.phases.items():
+            lines.append(f"{phase:<36}{1e3 * seconds:>10.2f}{100 * seconds / total:>8.1f}%")
+        lines.append(f"{'sum of phases':<36}{1e3 * total:>10.2f}")
+        gp_model, nogp_model = self.modeled(True), self.modeled(False)
+        rows = [
+            ("step time, median [min, max] ms", _stats_ms(self.gp_step), _stats_ms(self.nogp_step)),
+            ("aten ops / kernels", f"{self.gp_counts.ops} / {self.gp_counts.kernel_count}",
+             f"{self.nogp_counts.ops} / {self.nogp_counts.kernel_count}"),
+            ("GFLOP", f"{self.gp_counts.flops / 1e9:.3f}", f"{self.nogp_counts.flops / 1e9:.3f}"),
+            ("non-GEMM MB moved", f"{self.gp_counts.non_gemm_bytes / 1e6:.1f}",
+             f"{self.nogp_counts.non_gemm_bytes / 1e6:.1f}"),
+            ("peak MB allocated by the step", f"{self.gp_counts.peak_bytes / 1e6:.1f}",
+             f"{self.nogp_counts.peak_bytes / 1e6:.1f}"),
+            (f"modeled {self.gpu.name} ms", f"{1e3 * gp_model.seconds:.3f}",
+             f"{1e3 * nogp_model.seconds:.3f}"),
+        ]
+        lines += ["", f"{'step':<36}{'with GP':>28}{'without GP':>28}"]
+        lines += [f"{label:<36}{a:>28}{b:>28}" for label, a, b in rows]
+        flop_ratio = self.gp_counts.flops / max(self.nogp_counts.flops, 1)
+        lines += [
+            "",
+            f"GP overhead (time with / without GP): {self.overhead:.2f}×   FLOP ratio: {flop_ratio:.2f}×",
+            f"floor: {1e3 * self.floor_seconds:.2f} ms = {self.gp_counts.flops / 1e9:.2f} GFLOP at the "
+            f"measured matmul rate {self.matmul_flops_per_second / 1e9:.1f} GFLOP/s; "
+            f"step reaches {self.percent_of_floor:.1f}% of floor",
+            f"modeled GPU time (roofline, not measured): {1e3 * gp_model.seconds:.3f} ms with GP, "
+            f"overhead {gp_model.seconds / max(nogp_model.seconds, 1e-12):.2f}×; kernels bound by "
+            f"launch/memory/compute: {gp_model.launch_bound}/{gp_model.memory_bound}/"
+            f"{gp_model.compute_bound}",
+        ]
+        return "\n".join(lines)
+
+
+def _stats_ms(stats: TimingStats) -> str:
+    return f"{1e3 * stats.median:.2f} [{1e3 * stats.minimum:.2f}, {1e3 * stats.maximum:.2f}]"
+
+
+def profile_gp(
+    critic: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    path: str = "reference",
+    weight: float = 10.0,
+    repeats: int = 10,
+    warmup: int = 2,
+    gpu: GPUSpec = H100_SXM,
+) -> GPProfile:
+    """Profile the WGAN-GP critic step of ``critic`` on ``real``/``fake`` (module docstring).
+
+    The critic is copied; the caller's parameters and gradients are left untouched. Adam with the
+    paper's settings is the optimizer.
+    """
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}: expected one of {PATHS}")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    device = real.device
+    gp_critic, nogp_critic = copy.deepcopy(critic), copy.deepcopy(critic)
+    gp_optimizer, nogp_optimizer = _paper_adam(gp_critic), _paper_adam(nogp_critic)
+
+    def gp_step():
+        return critic_step(gp_critic, gp_optimizer, real, fake, path, weight)
+
+    def nogp_step():
+        return critic_step(nogp_critic, nogp_optimizer, real, fake, None)
+
+    timings = time_interleaved({"gp": gp_step, "nogp": nogp_step}, repeats, max(warmup, 1), device)
+    gp_counts, _ = count(gp_step)
+    nogp_counts, _ = count(nogp_step)
+    phase_samples = [_phased_step(gp_critic, gp_optimizer, real, fake, path, weight)
+                     for _ in range(repeats)]
+    phases = {phase: statistics.median(sample[phase] for sample in phase_samples) for phase in PHASES}
+    return GPProfile(
+        path=path, batch=real.shape[0], sample_shape=tuple(real.shape[1:]), device=str(device),
+        phases=phases, gp_step=timings["gp"], nogp_step=timings["nogp"], gp_counts=gp_counts,
+        nogp_counts=nogp_counts,
+        matmul_flops_per_second=matmul_flops_per_second(device.type, real.dtype), gpu=gpu,
+    )

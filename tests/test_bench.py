@@ -1,0 +1,51 @@
+"""The benchmark runner on tiny cases: rows, files and the CLI (timings are never asserted)."""
+
+import csv
+
+import pytest
+
+from fastgp.bench import CSV_COLUMNS, Case, gpu_description, run_matrix, write_outputs
+from fastgp.cli import main
+
+
+def test_run_matrix_rows_and_outputs(tmp_path):
+    import torch
+
+    rows = run_matrix([Case("mlp", 8)], ["reference", "tier1"], repeats=2, warmup=1,
+                      device=torch.device("cpu"), progress=False)
+    assert [row["path"] for row in rows] == ["reference", "tier1", "nogp"]
+    by_path = {row["path"]: row for row in rows}
+    assert by_path["nogp"]["gp_overhead"] == 1.0 and by_path["nogp"]["flop_ratio"] == 1.0
+    assert by_path["reference"]["speedup_vs_reference"] == 1.0
+    assert by_path["reference"]["flop_ratio"] == pytest.approx(2.0, abs=0.05)
+    assert all(row["torch_version"] == torch.__version__ for row in rows)
+    written = write_outputs(tmp_path, rows)
+    assert [p.name for p in written] == ["bench.csv", "bench.md", "bench.png"]
+    with open(written[0], newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == CSV_COLUMNS and len(table) == 3
+    markdown = written[1].read_text()
+    assert markdown.count("\n| mlp-b8 |") == 3 and "not measurements" in markdown
+    assert written[2].stat().st_size > 1000
+
+
+def test_bench_quick_command(tmp_path, capsys):
+    assert main(["bench", "--quick", "--cases", "mlp-b4,dcgan32-b2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| dcgan32-b2 | tier1 |" in out
+    assert (tmp_path / "bench.png").is_file()
+
+
+def test_bench_rejects_unknown_cases_and_paths(tmp_path, capsys):
+    assert main(["bench", "--cases", "vgg-b4", "--out", str(tmp_path)]) == 2
+    assert "bad case 'vgg-b4'" in capsys.readouterr().err
+    assert main(["bench", "--cases", "mlp-b4", "--paths", "fast", "--out", str(tmp_path)]) == 2
+    assert "unknown paths ['fast']" in capsys.readouterr().err
+
+
+def test_gpu_description_without_gpu_does_not_crash():
+    import torch
+
+    text = gpu_description(torch.device("cpu"))
+    assert isinstance(text, str) and text
