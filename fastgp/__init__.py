@@ -12,6 +12,7 @@ from fastgp.losses import (
 )
 from fastgp.ops import interpolate, norm_penalty
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
+from fastgp.profile import profile_gp
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "interpolate",
     "norm_penalty",
     "ops",
+    "profile_gp",
     "r1_penalty",
     "wasserstein_estimate",
 ]

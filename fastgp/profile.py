@@ -112,7 +112,7 @@ def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float
     return seconds
 
 
-def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
+def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 10) -> float:
     timings = []
     for _ in range(repeats + 1):  # the first run warms up
         synchronize(device)
@@ -127,7 +127,8 @@ def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: i
 def matmul_flops_per_second(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
     """This machine's peak measured dense rate: the faster of a square matmul and a 3×3 convolution.
 
-    The fastest of 5 runs of each, not the median, because the floor is a best case. A
+    The fastest of 10 runs of each, not the median, because the floor is a best case (on a shared
+    2-core machine single runs vary by ±25%, so a step can still beat its floor by that much). A
     convolution is measured too because on CPUs oneDNN's convolutions can outrun the BLAS
     matmul; the floor must not be beaten by the step it bounds. Sizes: a 2048² matmul and a
     128→128-channel 3×3 convolution on 32×32×32 inputs on a CPU; 8192² and 4× the batch on a GPU.
@@ -188,6 +189,7 @@ class GPProfile:
     nogp_counts: Counts
     matmul_flops_per_second: float
     gpu: GPUSpec
+    cuda_peak_bytes: int | None = None  # allocator high-water mark of one GP step, CUDA only
 
     @property
     def overhead(self) -> float:
@@ -220,7 +222,7 @@ class GPProfile:
             "flop_ratio": self.gp_counts.flops / max(self.nogp_counts.flops, 1),
             "matmul_flops_per_second": self.matmul_flops_per_second,
             "floor_seconds": self.floor_seconds, "percent_of_floor": self.percent_of_floor,
-            "modeled_gpu": self.gpu.name,
+            "modeled_gpu": self.gpu.name, "cuda_peak_bytes": self.cuda_peak_bytes,
         }
 
     def format_table(self) -> str:
@@ -244,6 +246,8 @@ class GPProfile:
             (f"modeled {self.gpu.name} ms", f"{1e3 * gp_model.seconds:.3f}",
              f"{1e3 * nogp_model.seconds:.3f}"),
         ]
+        if self.cuda_peak_bytes is not None:
+            rows.append(("CUDA allocator peak MB", f"{self.cuda_peak_bytes / 1e6:.1f}", ""))
         lines += ["", f"{'step':<36}{'with GP':>28}{'without GP':>28}"]
         lines += [f"{label:<36}{a:>28}{b:>28}" for label, a, b in rows]
         flop_ratio = self.gp_counts.flops / max(self.nogp_counts.flops, 1)
@@ -251,7 +255,7 @@ class GPProfile:
             "",
             f"GP overhead (time with / without GP): {self.overhead:.2f}×   FLOP ratio: {flop_ratio:.2f}×",
             f"floor: {1e3 * self.floor_seconds:.2f} ms = {self.gp_counts.flops / 1e9:.2f} GFLOP at the "
-            f"measured matmul rate {self.matmul_flops_per_second / 1e9:.1f} GFLOP/s; "
+            f"measured peak matmul/conv rate {self.matmul_flops_per_second / 1e9:.1f} GFLOP/s; "
             f"step reaches {self.percent_of_floor:.1f}% of floor",
             f"modeled GPU time (roofline, not measured): {1e3 * gp_model.seconds:.3f} ms with GP, "
             f"overhead {gp_model.seconds / max(nogp_model.seconds, 1e-12):.2f}×; kernels bound by "
@@ -298,6 +302,7 @@ def profile_gp(
     timings = time_interleaved({"gp": gp_step, "nogp": nogp_step}, repeats, max(warmup, 1), device)
     gp_counts, _ = count(gp_step)
     nogp_counts, _ = count(nogp_step)
+    cuda_peak_bytes = _cuda_peak_bytes(gp_step, device) if device.type == "cuda" else None
     phase_samples = [_phased_step(gp_critic, gp_optimizer, real, fake, path, weight)
                      for _ in range(repeats)]
     phases = {phase: statistics.median(sample[phase] for sample in phase_samples) for phase in PHASES}
@@ -306,4 +311,15 @@ def profile_gp(
         phases=phases, gp_step=timings["gp"], nogp_step=timings["nogp"], gp_counts=gp_counts,
         nogp_counts=nogp_counts,
         matmul_flops_per_second=matmul_flops_per_second(device.type, real.dtype), gpu=gpu,
+        cuda_peak_bytes=cuda_peak_bytes,
     )
+
+
+def _cuda_peak_bytes(step: Callable[[], object], device: torch.device) -> int:
+    """Bytes the CUDA allocator's high-water mark rose above what was allocated before ``step``."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
