@@ -10,14 +10,25 @@ from fastgp.losses import (
     generator_wasserstein_loss,
     wasserstein_estimate,
 )
-from fastgp.ops import interpolate, norm_penalty
+from fastgp.ops import (
+    BACKENDS,
+    bias_leaky_relu,
+    get_backend,
+    interpolate,
+    norm_penalty,
+    set_backend,
+)
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 from fastgp.profile import profile_gp
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BACKENDS",
     "__version__",
+    "bias_leaky_relu",
+    "get_backend",
+    "set_backend",
     "clip_weights_",
     "critic_wasserstein_loss",
     "discriminator_bce_loss",

@@ -5,6 +5,7 @@ Commands:
     sample   write samples of a trained run's generator to a .npy file
     profile  where a critic step with the gradient penalty spends its time, FLOPs, bytes and memory
     bench    the benchmark matrix: every penalty path vs the reference and vs no penalty
+    info     versions, devices, and which op backends are usable here (and why not)
 """
 
 from __future__ import annotations
@@ -204,8 +205,32 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("info", help="versions, devices and usable backends")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import fastgp
+    from fastgp.ops.backend import environment_report
+
+    report = {"fastgp": fastgp.__version__, **environment_report()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"fastgp {report['fastgp']}  torch {report['torch']} (CUDA {report['torch_cuda']})  "
+          f"triton {report['triton'] or 'not installed'}"
+          + ("  [TRITON_INTERPRET=1]" if report["triton_interpret"] else ""))
+    print(f"global backend: {report['global_backend']}")
+    for device, name in report["devices"].items():
+        print(f"\n{device}: {name}  (auto -> {report['auto'][device]})")
+        for backend, status in report["backends"][device].items():
+            print(f"  {backend:<7} {status}")
+    return 0
+
+
 COMMANDS = {"train": _run_train, "sample": _run_sample, "profile": _run_profile,
-            "bench": _run_bench}
+            "bench": _run_bench, "info": _run_info}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     _sample_parser(subparsers)
     _profile_parser(subparsers)
     _bench_parser(subparsers)
+    _info_parser(subparsers)
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)

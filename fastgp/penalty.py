@@ -47,6 +47,7 @@ def gradient_penalty(
     scaler: torch.amp.GradScaler | None = None,
     allow_batchnorm: bool = False,
     check_inputs: bool = True,
+    backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """WGAN-GP penalty ``λ · E[(‖∇C(x̂)‖₂ − c)²]`` at ``x̂ = ε·real + (1−ε)·fake``, ε ~ U[0,1] per sample.
 
@@ -69,6 +70,8 @@ def gradient_penalty(
             WGAN-GP paper defines (§4); critics with BatchNorm are refused unless this is True.
         check_inputs: check ``real``, ``fake`` and ``eps`` for NaN/Inf and ε ∉ [0, 1] (one device
             sync each). Shape, dtype and device checks are always made.
+        backend: implementation of the interpolation and norm/penalty ops: ``auto``,
+            ``triton``, ``native`` or ``torch``; None uses :func:`fastgp.get_backend`.
 
     Returns:
         The scalar penalty, differentiable with respect to the critic's parameters; with
@@ -90,8 +93,9 @@ def gradient_penalty(
         if check_inputs and not bool(((eps >= 0) & (eps <= 1)).all()):
             raise ValueError("eps must lie in [0, 1]: it weights real against fake samples")
 
-    x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach())
-    return _penalty_at(critic, x_hat, conditions, weight, center, one_sided, return_norms, scaler)
+    x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach(), backend=backend)
+    return _penalty_at(critic, x_hat, conditions, weight, center, one_sided, return_norms, scaler,
+                       backend)
 
 
 def r1_penalty(
@@ -104,6 +108,7 @@ def r1_penalty(
     scaler: torch.amp.GradScaler | None = None,
     allow_batchnorm: bool = False,
     check_inputs: bool = True,
+    backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """R1/R2 penalty ``γ/2 · E[‖∇C(x)‖₂²]`` (Mescheder et al. 2018).
 
@@ -115,7 +120,8 @@ def r1_penalty(
     _check_critic(critic, allow_batchnorm)
     if check_inputs:
         check_finite("x", x)
-    return _penalty_at(critic, x.detach(), conditions, gamma / 2, 0.0, False, return_norms, scaler)
+    return _penalty_at(critic, x.detach(), conditions, gamma / 2, 0.0, False, return_norms, scaler,
+                       backend)
 
 
 def dragan_penalty(
@@ -132,6 +138,7 @@ def dragan_penalty(
     scaler: torch.amp.GradScaler | None = None,
     allow_batchnorm: bool = False,
     check_inputs: bool = True,
+    backend: str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """DRAGAN penalty (Kodali et al. 2017): the gradient penalty around perturbed real samples.
 
@@ -151,7 +158,7 @@ def dragan_penalty(
     return gradient_penalty(
         critic, real, perturbed, weight=weight, center=center, eps=eps, cond=cond,
         return_norms=return_norms, scaler=scaler, allow_batchnorm=allow_batchnorm,
-        check_inputs=check_inputs,
+        check_inputs=check_inputs, backend=backend,
     )
 
 
@@ -164,6 +171,7 @@ def _penalty_at(
     one_sided: bool,
     return_norms: bool,
     scaler: torch.amp.GradScaler | None,
+    backend: str | None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Penalty on the norms of ``∇_x C(x, *conditions)``; ``x`` becomes a leaf that requires grad."""
     x = x.requires_grad_(True)
@@ -181,7 +189,7 @@ def _penalty_at(
     with torch.autocast(device_type=x.device.type, enabled=False):
         if scaler is not None:
             grad = grad.to(accumulation_dtype(grad.dtype)) / scaler.get_scale()
-        penalty, norms = ops.norm_penalty(grad, weight, center, one_sided)
+        penalty, norms = ops.norm_penalty(grad, weight, center, one_sided, backend=backend)
     return (penalty, norms.detach()) if return_norms else penalty
 
 

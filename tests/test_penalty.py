@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from backends import BACKENDS
 from critics import FAMILIES, FAMILY_IDS, ConditionalCritic, family
 from helpers import FP32_TOL, FP64_TOL, parameter_gradients, relative_error
 from torch import nn
@@ -14,10 +15,11 @@ def _wasserstein_terms(critic, real, fake, cond=()):
     return critic(fake, *cond).mean() - critic(real, *cond).mean()
 
 
-def _compare_with_oracle(critic, real, fake, eps, tol, cond=(), **options):
+def _compare_with_oracle(critic, real, fake, eps, tol, cond=(), backend=None, **options):
     """Penalty, norms and every parameter gradient of the total critic loss vs the oracle."""
     penalty, norms = fastgp.gradient_penalty(
-        critic, real, fake, eps=eps, cond=cond or None, return_norms=True, **options
+        critic, real, fake, eps=eps, cond=cond or None, return_norms=True, backend=backend,
+        **options
     )
     loss = _wasserstein_terms(critic, real, fake, cond) + penalty
     oracle_options = {k: v for k, v in options.items() if k in ("weight", "center", "one_sided")}
@@ -44,42 +46,46 @@ def _as_fp64(critic):
     return copy.deepcopy(critic).double()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fam", FAMILIES, ids=FAMILY_IDS)
 @pytest.mark.parametrize("batch", [1, 3, 257])
-def test_gradient_penalty_matches_oracle_fp64(fam, batch):
+def test_gradient_penalty_matches_oracle_fp64(fam, batch, backend):
     critic = fam.critic()
     real, fake, eps = fam.inputs(batch)
-    _compare_with_oracle(critic, real, fake, eps, FP64_TOL)
+    _compare_with_oracle(critic, real, fake, eps, FP64_TOL, backend=backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fam", FAMILIES, ids=FAMILY_IDS)
 @pytest.mark.parametrize(
     "options",
     [{"weight": 0.1}, {"one_sided": True}, {"center": 0.0}, {"center": 2.0, "weight": 3.0}],
     ids=["lambda0.1", "one_sided", "zero_centred", "centre2"],
 )
-def test_penalty_variants_match_oracle_fp64(fam, options):
+def test_penalty_variants_match_oracle_fp64(fam, options, backend):
     critic = fam.critic()
     real, fake, eps = fam.inputs(5)
-    _compare_with_oracle(critic, real, fake, eps, FP64_TOL, **options)
+    _compare_with_oracle(critic, real, fake, eps, FP64_TOL, backend=backend, **options)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["mlp", "dcgan", "residual", "sequence_conv1d"])
-def test_gradient_penalty_fp32_within_tolerance_of_fp64_oracle(name):
+def test_gradient_penalty_fp32_within_tolerance_of_fp64_oracle(name, backend):
     fam = family(name)
     critic = fam.critic(torch.float32)
     real, fake, eps = fam.inputs(16, torch.float32)
-    _compare_with_oracle(critic, real, fake, eps, FP32_TOL)
+    _compare_with_oracle(critic, real, fake, eps, FP32_TOL, backend=backend)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", ["dcgan", "residual"])
-def test_channels_last_inputs(name):
+def test_channels_last_inputs(name, backend):
     fam = family(name)
     critic = fam.critic().to(memory_format=torch.channels_last)
     real, fake, eps = fam.inputs(4)
     real = real.to(memory_format=torch.channels_last)
     fake = fake.to(memory_format=torch.channels_last)
-    _compare_with_oracle(critic, real, fake, eps, FP64_TOL)
+    _compare_with_oracle(critic, real, fake, eps, FP64_TOL, backend=backend)
 
 
 def test_non_contiguous_inputs():
@@ -161,11 +167,12 @@ def test_real_and_fake_are_constants():
 # ----------------------------------------------------------------------------- R1 / R2 / DRAGAN
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fam", FAMILIES, ids=FAMILY_IDS)
-def test_r1_penalty_matches_oracle(fam):
+def test_r1_penalty_matches_oracle(fam, backend):
     critic = fam.critic()
     real, _, _ = fam.inputs(5)
-    penalty, norms = fastgp.r1_penalty(critic, real, gamma=5.0, return_norms=True)
+    penalty, norms = fastgp.r1_penalty(critic, real, gamma=5.0, return_norms=True, backend=backend)
     expected, expected_norms = reference.r1_penalty(critic, real, gamma=5.0)
     assert relative_error(penalty, expected) <= FP64_TOL
     assert relative_error(norms, expected_norms) <= FP64_TOL

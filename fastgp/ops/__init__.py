@@ -1,26 +1,31 @@
 """fastgp ops: ``torch.library`` custom ops with fake kernels and autograd formulas.
 
-Each op has a PyTorch composite implementation, which is the oracle and the fallback on every
-device. The functions here are the checked, documented entry points; the raw ops are
-``torch.ops.fastgp.interpolate`` and ``torch.ops.fastgp.norm_penalty``.
+Each op has three implementations — Triton kernels, the native extension ``fastgp._C`` and a
+PyTorch composite (the oracle and the fallback) — chosen per call by ``backend=`` or globally
+by :func:`set_backend` (see :mod:`fastgp.ops.backend`). The functions here are the checked,
+documented entry points; the raw ops are ``torch.ops.fastgp.*``.
 """
 
 from __future__ import annotations
 
 import torch
 
-# Importing the op modules registers fastgp::interpolate and fastgp::norm_penalty.
+# Importing the op modules registers the fastgp:: ops.
+from fastgp.ops import bias_act_op as bias_act_op
 from fastgp.ops import interpolate_op as interpolate_op
 from fastgp.ops import norm_penalty_op as norm_penalty_op
 from fastgp.ops._checks import check_batched_float, check_eps, check_same_layout
+from fastgp.ops.backend import BACKENDS, get_backend, resolve, set_backend
 
 
-def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, *,
+                backend: str | None = None) -> torch.Tensor:
     """Per-sample mix ``x̂_i = ε_i · real_i + (1 − ε_i) · fake_i``.
 
     Args:
         real, fake: sample batches of the same shape ``(B, ...)``, dtype and device.
         eps: interpolation weights of shape ``(B,)``; cast to the samples' dtype.
+        backend: ``auto``/``triton``/``native``/``torch``; None uses :func:`get_backend`.
 
     Returns:
         ``x̂`` with the shape, dtype and memory format of ``real``. Differentiable with respect
@@ -30,11 +35,12 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> to
     check_batched_float("fake", fake)
     check_same_layout("real", real, "fake", fake)
     check_eps(eps, real.shape[0], real.device)
-    return torch.ops.fastgp.interpolate(real, fake, eps)
+    return torch.ops.fastgp.interpolate(real, fake, eps, resolve(backend, real.device))
 
 
 def norm_penalty(
-    grad: torch.Tensor, weight: float = 10.0, center: float = 1.0, one_sided: bool = False
+    grad: torch.Tensor, weight: float = 10.0, center: float = 1.0, one_sided: bool = False, *,
+    backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Penalty ``λ · mean_i(d_i²)`` on the per-sample norms ``n_i = ‖grad_i‖₂``.
 
@@ -46,7 +52,31 @@ def norm_penalty(
         ``grad``'s dtype otherwise.
     """
     check_batched_float("grad", grad)
-    return torch.ops.fastgp.norm_penalty(grad, float(weight), float(center), bool(one_sided))
+    return torch.ops.fastgp.norm_penalty(grad, float(weight), float(center), bool(one_sided),
+                                         resolve(backend, grad.device))
 
 
-__all__ = ["interpolate", "norm_penalty"]
+def bias_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
+    channel_dim: int = 1, *, backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``y = x + bias`` (broadcast along ``channel_dim``), ``out = y > 0 ? y : α·y``, and the mask.
+
+    Returns:
+        ``(out, mask)``: ``out`` like ``x``; ``mask`` a ``torch.bool`` tensor (one byte per
+        element) that is True where ``y > 0``. Differentiable in ``x`` and ``bias``, twice.
+    """
+    check_batched_float("x", x)
+    channel_dim = channel_dim % x.dim()
+    if bias is not None:
+        if bias.shape != (x.shape[channel_dim],):
+            raise ValueError(f"bias must have shape ({x.shape[channel_dim]},), one value per "
+                             f"channel of dim {channel_dim}, got {tuple(bias.shape)}")
+        if bias.device != x.device:
+            raise ValueError(f"bias must be on {x.device}, got {bias.device}")
+    return torch.ops.fastgp.bias_leaky_relu(x, bias, float(negative_slope), channel_dim,
+                                            resolve(backend, x.device))
+
+
+__all__ = ["BACKENDS", "bias_leaky_relu", "get_backend", "interpolate", "norm_penalty",
+           "set_backend"]

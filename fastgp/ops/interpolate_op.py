@@ -10,8 +10,10 @@ Backward (``g`` the gradient of the output)::
     ∂/∂fake_i = (1 − ε_i) · g_i
     ∂/∂ε_i    = Σ_j g_ij · (real_ij − fake_ij)
 
-The backward is written with differentiable torch ops, so the op may sit inside a
-``create_graph=True`` region (double backward).
+When both ``real`` and ``fake`` need gradients, ``fastgp::interpolate_backward`` writes both from
+one read of ``g``; its own backward is ``interpolate`` again (the map is linear in ``g``), so
+the op may sit inside a ``create_graph=True`` region. The ``backend`` argument is a concrete
+backend (``triton``, ``native`` or ``torch``, see :mod:`fastgp.ops.backend`).
 """
 
 # No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
@@ -20,38 +22,95 @@ import torch
 from fastgp.ops._checks import batch_view_shape
 
 
-@torch.library.custom_op("fastgp::interpolate", mutates_args=())
-def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _composite(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     eps_b = eps.to(real.dtype).view(batch_view_shape(real))
-    # Written as the canonical two products and a sum so that the result rounds exactly like
-    # the usual `eps * real + (1 - eps) * fake` line it replaces. The output takes real's
-    # memory format (contiguous or channels_last), like the fake kernel below says.
+    # The canonical two products and a sum, so the result rounds exactly like the usual
+    # `eps * real + (1 - eps) * fake` line; the output takes real's memory format.
     out = torch.empty_like(real)
     torch.add(eps_b * real, (1 - eps_b) * fake, out=out)
     return out
 
 
+@torch.library.custom_op("fastgp::interpolate", mutates_args=())
+def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                 backend: str) -> torch.Tensor:
+    if backend == "triton":
+        from fastgp.ops.triton import launchers
+
+        return launchers.interpolate(real, fake, eps)
+    if backend == "native":
+        return torch.ops.fastgp_native.interpolate(real, fake, eps)
+    return _composite(real, fake, eps)
+
+
 @_interpolate.register_fake
-def _(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _(real, fake, eps, backend):
     return torch.empty_like(real)
 
 
+@torch.library.custom_op("fastgp::interpolate_backward", mutates_args=())
+def _interpolate_backward(grad: torch.Tensor, eps: torch.Tensor,
+                          backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == "triton":
+        from fastgp.ops.triton import launchers
+
+        return launchers.interpolate_backward(grad, eps)
+    if backend == "native":
+        return torch.ops.fastgp_native.interpolate_backward(grad, eps)
+    eps_b = eps.to(grad.dtype).view(batch_view_shape(grad))
+    return grad * eps_b, grad * (1 - eps_b)
+
+
+@_interpolate_backward.register_fake
+def _(grad, eps, backend):
+    return torch.empty_like(grad), torch.empty_like(grad)
+
+
+def _setup_backward(ctx, inputs, output) -> None:
+    grad, eps, ctx.backend = inputs
+    # g is needed only for the ε-derivative Σ_j g_ij (u_ij − v_ij)
+    ctx.save_for_backward(grad if ctx.needs_input_grad[1] else None, eps)
+
+
+def _backward_of_backward(ctx, grad_grad_real, grad_grad_fake):
+    grad, eps = ctx.saved_tensors
+    if grad_grad_real is None:
+        grad_grad_real = torch.zeros_like(grad_grad_fake)
+    if grad_grad_fake is None:
+        grad_grad_fake = torch.zeros_like(grad_grad_real)
+    grad_grad = torch.ops.fastgp.interpolate(grad_grad_real, grad_grad_fake, eps, ctx.backend)
+    grad_eps = None
+    if ctx.needs_input_grad[1]:
+        per_element = grad * (grad_grad_real - grad_grad_fake)
+        grad_eps = per_element.sum(dim=tuple(range(1, grad.dim()))).to(eps.dtype)
+    return grad_grad, grad_eps, None
+
+
+_interpolate_backward.register_autograd(_backward_of_backward, setup_context=_setup_backward)
+
+
 def _setup_context(ctx, inputs, output) -> None:
-    real, fake, eps = inputs
+    real, fake, eps, ctx.backend = inputs
     ctx.save_for_backward(real, fake, eps)
 
 
 def _backward(ctx, grad_out: torch.Tensor):
     real, fake, eps = ctx.saved_tensors
-    eps_b = eps.to(real.dtype).view(batch_view_shape(real))
-    need_real, need_fake, need_eps = ctx.needs_input_grad
-    grad_real = grad_out * eps_b if need_real else None
-    grad_fake = grad_out * (1 - eps_b) if need_fake else None
-    grad_eps = None
+    need_real, need_fake, need_eps, _ = ctx.needs_input_grad
+    grad_real = grad_fake = grad_eps = None
+    if need_real and need_fake:
+        grad_real, grad_fake = torch.ops.fastgp.interpolate_backward(grad_out, eps, ctx.backend)
+    elif need_real or need_fake:
+        # One output needs one read and one write: a plain product is already minimal.
+        eps_b = eps.to(real.dtype).view(batch_view_shape(real))
+        if need_real:
+            grad_real = grad_out * eps_b
+        else:
+            grad_fake = grad_out * (1 - eps_b)
     if need_eps:
         per_element = grad_out * (real - fake)
         grad_eps = per_element.sum(dim=tuple(range(1, real.dim()))).to(eps.dtype)
-    return grad_real, grad_fake, grad_eps
+    return grad_real, grad_fake, grad_eps, None
 
 
 _interpolate.register_autograd(_backward, setup_context=_setup_context)

@@ -13,8 +13,9 @@ Backward, with upstream gradients ``p̄`` (of the penalty) and ``n̄_i`` (of the
 
 ``s_i = 0`` at a zero norm is the subgradient we define there: a hand-written
 ``sqrt(sum(g²))`` would give NaN. Norms and penalty are accumulated and returned in fp32 for
-16-bit inputs and in the input dtype otherwise. The backward uses differentiable torch ops,
-so the op supports double backward (``gradgradcheck``) as well.
+16-bit inputs and in the input dtype otherwise. The backward runs the backend's one-pass kernel;
+under ``create_graph=True`` it runs as differentiable torch ops instead, so the op supports
+double backward (``gradgradcheck``) on every backend.
 """
 
 # No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
@@ -32,35 +33,42 @@ def _deviation(norms: torch.Tensor, center: float, one_sided: bool) -> torch.Ten
     return deviation.clamp_min(0) if one_sided else deviation
 
 
-@torch.library.custom_op("fastgp::norm_penalty", mutates_args=())
-def _norm_penalty(
-    grad: torch.Tensor, weight: float, center: float, one_sided: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _composite(grad: torch.Tensor, weight: float, center: float, one_sided: bool):
     # vector_norm reduces over the given dims in any memory format (no copy for channels_last)
     # and casts to the accumulation dtype as it reads.
     norms = torch.linalg.vector_norm(
         grad, ord=2, dim=_sample_dims(grad), dtype=accumulation_dtype(grad.dtype)
     )
     deviation = _deviation(norms, center, one_sided)
-    penalty = weight * (deviation * deviation).mean()
-    return penalty, norms
+    return weight * (deviation * deviation).mean(), norms
+
+
+@torch.library.custom_op("fastgp::norm_penalty", mutates_args=())
+def _norm_penalty(
+    grad: torch.Tensor, weight: float, center: float, one_sided: bool, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == "triton":
+        from fastgp.ops.triton import launchers
+
+        return launchers.norm_penalty(grad, weight, center, one_sided)
+    if backend == "native":
+        return torch.ops.fastgp_native.norm_penalty(grad, weight, center, one_sided)
+    return _composite(grad, weight, center, one_sided)
 
 
 @_norm_penalty.register_fake
-def _(grad: torch.Tensor, weight: float, center: float, one_sided: bool):
+def _(grad, weight, center, one_sided, backend):
     acc = accumulation_dtype(grad.dtype)
     return grad.new_empty((), dtype=acc), grad.new_empty((grad.shape[0],), dtype=acc)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    grad, weight, center, one_sided = inputs
+    grad, ctx.weight, ctx.center, ctx.one_sided, ctx.backend = inputs
     _, norms = output
     ctx.save_for_backward(grad, norms)
-    ctx.weight, ctx.center, ctx.one_sided = weight, center, one_sided
 
 
-def _backward(ctx, grad_penalty: torch.Tensor | None, grad_norms: torch.Tensor | None):
-    grad, norms = ctx.saved_tensors
+def _differentiable_backward(ctx, grad, norms, grad_penalty, grad_norms) -> torch.Tensor:
     batch = norms.shape[0]
     coefficient = torch.zeros_like(norms)
     if grad_penalty is not None:
@@ -73,8 +81,38 @@ def _backward(ctx, grad_penalty: torch.Tensor | None, grad_norms: torch.Tensor |
     # still send NaN into the double backward.
     safe_norms = torch.where(nonzero, norms, torch.ones_like(norms))
     scale = torch.where(nonzero, coefficient / safe_norms, torch.zeros_like(norms))
-    scaled = grad.to(norms.dtype) * scale.view(batch_view_shape(grad))
-    return scaled.to(grad.dtype), None, None, None
+    return (grad.to(norms.dtype) * scale.view(batch_view_shape(grad))).to(grad.dtype)
+
+
+@torch.library.custom_op("fastgp::norm_penalty_backward", mutates_args=())
+def _norm_penalty_backward(
+    grad: torch.Tensor, norms: torch.Tensor, grad_penalty: torch.Tensor | None,
+    grad_norms: torch.Tensor | None, weight: float, center: float, one_sided: bool, backend: str,
+) -> torch.Tensor:
+    """``s_i · g_i`` in one pass over ``g`` (first-order backward of ``norm_penalty``)."""
+    if backend == "triton":
+        from fastgp.ops.triton import launchers
+
+        return launchers.norm_penalty_backward(grad, norms, grad_penalty, grad_norms, weight,
+                                               center, one_sided)
+    return torch.ops.fastgp_native.norm_penalty_backward(grad, norms, grad_penalty, grad_norms,
+                                                         weight, center, one_sided)
+
+
+@_norm_penalty_backward.register_fake
+def _(grad, norms, grad_penalty, grad_norms, weight, center, one_sided, backend):
+    return torch.empty_like(grad)
+
+
+def _backward(ctx, grad_penalty: torch.Tensor | None, grad_norms: torch.Tensor | None):
+    grad, norms = ctx.saved_tensors
+    if torch.is_grad_enabled() or ctx.backend == "torch":
+        result = _differentiable_backward(ctx, grad, norms, grad_penalty, grad_norms)
+    else:
+        result = torch.ops.fastgp.norm_penalty_backward(
+            grad, norms, grad_penalty, grad_norms, ctx.weight, ctx.center, ctx.one_sided,
+            ctx.backend)
+    return result, None, None, None, None
 
 
 _norm_penalty.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,100 @@
+"""``fastgp::bias_leaky_relu``: bias add + LeakyReLU in one pass, emitting a 1-byte mask.
+
+Forward, with the bias broadcast along ``channel_dim`` (``c`` the channel of element ``j``)::
+
+    y_j    = x_j + b_c
+    out_j  = y_j if y_j > 0 else α · y_j
+    mask_j = (y_j > 0)                           (torch.bool, one byte per element)
+
+Backward, from the mask alone (the activation is never stored)::
+
+    ∂x_j = g_j if mask_j else α · g_j            (``fastgp::leaky_relu_mask_backward``)
+    ∂b_c = Σ_{j in channel c} ∂x_j
+
+LeakyReLU is piecewise linear, so its second derivative is zero almost everywhere: the
+backward's own backward is the same mask product (the bias_act pattern of StyleGAN2-ADA, with
+one kernel reused for the first and the second derivative).
+"""
+
+# No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
+import torch
+
+
+def _bias_view(bias: torch.Tensor, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    shape = [1] * x.dim()
+    shape[channel_dim] = -1
+    return bias.view(shape)
+
+
+@torch.library.custom_op("fastgp::bias_leaky_relu", mutates_args=())
+def _bias_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float, channel_dim: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if backend == "triton":
+        from fastgp.ops.triton import launchers
+
+        return launchers.bias_leaky_relu(x, bias, negative_slope, channel_dim)
+    if backend == "native":
+        return torch.ops.fastgp_native.bias_leaky_relu(x, bias, negative_slope, channel_dim)
+    y = x if bias is None else x + _bias_view(bias.to(x.dtype), x, channel_dim)
+    mask = y > 0
+    return torch.where(mask, y, y * negative_slope), mask
+
+
+@_bias_leaky_relu.register_fake
+def _(x, bias, negative_slope, channel_dim, backend):
+    return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+
+
+@torch.library.custom_op("fastgp::leaky_relu_mask_backward", mutates_args=())
+def _leaky_relu_mask_backward(grad: torch.Tensor, mask: torch.Tensor, negative_slope: float,
+                              backend: str) -> torch.Tensor:
+    if backend == "triton":
+        from fastgp.ops.triton import launchers
+
+        return launchers.leaky_relu_mask_backward(grad, mask, negative_slope)
+    if backend == "native":
+        return torch.ops.fastgp_native.leaky_relu_mask_backward(grad, mask, negative_slope)
+    return torch.where(mask, grad, grad * negative_slope)
+
+
+@_leaky_relu_mask_backward.register_fake
+def _(grad, mask, negative_slope, backend):
+    return torch.empty_like(grad)
+
+
+def _setup_mask_backward(ctx, inputs, output) -> None:
+    _, mask, ctx.negative_slope, ctx.backend = inputs
+    ctx.save_for_backward(mask)
+
+
+def _mask_backward_backward(ctx, grad_grad: torch.Tensor):
+    (mask,) = ctx.saved_tensors
+    return (torch.ops.fastgp.leaky_relu_mask_backward(grad_grad, mask, ctx.negative_slope,
+                                                      ctx.backend), None, None, None)
+
+
+_leaky_relu_mask_backward.register_autograd(_mask_backward_backward,
+                                            setup_context=_setup_mask_backward)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, bias, ctx.negative_slope, ctx.channel_dim, ctx.backend = inputs
+    _, mask = output
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.save_for_backward(mask)
+
+
+def _backward(ctx, grad_out: torch.Tensor, _grad_mask: torch.Tensor | None):
+    (mask,) = ctx.saved_tensors
+    grad_x = torch.ops.fastgp.leaky_relu_mask_backward(grad_out, mask, ctx.negative_slope,
+                                                       ctx.backend)
+    grad_bias = None
+    if ctx.needs_input_grad[1]:
+        dims = [d for d in range(grad_x.dim()) if d != ctx.channel_dim]
+        grad_bias = grad_x.sum(dim=dims).to(ctx.bias_dtype)
+    return grad_x, grad_bias, None, None, None
+
+
+_bias_leaky_relu.register_autograd(_backward, setup_context=_setup_context)

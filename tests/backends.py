@@ -1,0 +1,19 @@
+"""The op backends that can run in this test session (Triton through its CPU interpreter)."""
+
+import pytest
+import torch
+
+from fastgp.ops.backend import native_unavailable_reason, triton_unavailable_reason
+
+CPU = torch.device("cpu")
+
+
+def _param(name, reason):
+    return pytest.param(name, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
+
+
+BACKENDS = [
+    "torch",
+    _param("triton", triton_unavailable_reason(CPU)),
+    _param("native", native_unavailable_reason(CPU)),
+]
