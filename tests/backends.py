@@ -17,3 +17,9 @@ BACKENDS = [
     _param("triton", triton_unavailable_reason(CPU)),
     _param("native", native_unavailable_reason(CPU)),
 ]
+
+AVAILABLE = [name for name, reason in [
+    ("torch", None),
+    ("triton", triton_unavailable_reason(CPU)),
+    ("native", native_unavailable_reason(CPU)),
+] if reason is None]

@@ -15,7 +15,12 @@ from fastgp.ops import bias_act_op as bias_act_op
 from fastgp.ops import interpolate_op as interpolate_op
 from fastgp.ops import norm_penalty_op as norm_penalty_op
 from fastgp.ops._checks import check_batched_float, check_eps, check_same_layout
+from fastgp.ops._registry import op_for, public_backend
 from fastgp.ops.backend import BACKENDS, get_backend, resolve, set_backend
+
+
+def _op(name: str, backend: str | None, device: torch.device):
+    return op_for(name, public_backend(resolve(backend, device), device))
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, *,
@@ -35,7 +40,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, *,
     check_batched_float("fake", fake)
     check_same_layout("real", real, "fake", fake)
     check_eps(eps, real.shape[0], real.device)
-    return torch.ops.fastgp.interpolate(real, fake, eps, resolve(backend, real.device))
+    return _op("interpolate", backend, real.device)(real, fake, eps)
 
 
 def norm_penalty(
@@ -52,8 +57,8 @@ def norm_penalty(
         ``grad``'s dtype otherwise.
     """
     check_batched_float("grad", grad)
-    return torch.ops.fastgp.norm_penalty(grad, float(weight), float(center), bool(one_sided),
-                                         resolve(backend, grad.device))
+    return _op("norm_penalty", backend, grad.device)(grad, float(weight), float(center),
+                                                     bool(one_sided))
 
 
 def bias_leaky_relu(
@@ -74,8 +79,7 @@ def bias_leaky_relu(
                              f"channel of dim {channel_dim}, got {tuple(bias.shape)}")
         if bias.device != x.device:
             raise ValueError(f"bias must be on {x.device}, got {bias.device}")
-    return torch.ops.fastgp.bias_leaky_relu(x, bias, float(negative_slope), channel_dim,
-                                            resolve(backend, x.device))
+    return _op("bias_leaky_relu", backend, x.device)(x, bias, float(negative_slope), channel_dim)
 
 
 __all__ = ["BACKENDS", "bias_leaky_relu", "get_backend", "interpolate", "norm_penalty",

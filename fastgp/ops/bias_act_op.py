@@ -19,6 +19,8 @@ one kernel reused for the first and the second derivative).
 # No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
 import torch
 
+from fastgp.ops._registry import op_for
+
 
 def _bias_view(bias: torch.Tensor, x: torch.Tensor, channel_dim: int) -> torch.Tensor:
     shape = [1] * x.dim()
@@ -64,37 +66,41 @@ def _(grad, mask, negative_slope, backend):
     return torch.empty_like(grad)
 
 
-def _setup_mask_backward(ctx, inputs, output) -> None:
-    _, mask, ctx.negative_slope, ctx.backend = inputs
+def save_mask_backward(ctx, mask, negative_slope, backend) -> None:
+    ctx.negative_slope, ctx.backend = negative_slope, backend
     ctx.save_for_backward(mask)
 
 
-def _mask_backward_backward(ctx, grad_grad: torch.Tensor):
+def mask_backward_backward(ctx, grad_grad: torch.Tensor) -> torch.Tensor:
+    """The mask product is linear in ``g`` and self-adjoint: its backward is itself."""
     (mask,) = ctx.saved_tensors
-    return (torch.ops.fastgp.leaky_relu_mask_backward(grad_grad, mask, ctx.negative_slope,
-                                                      ctx.backend), None, None, None)
+    return op_for("leaky_relu_mask_backward", ctx.backend)(grad_grad, mask, ctx.negative_slope)
 
 
-_leaky_relu_mask_backward.register_autograd(_mask_backward_backward,
-                                            setup_context=_setup_mask_backward)
+_leaky_relu_mask_backward.register_autograd(
+    lambda ctx, grad_grad: (mask_backward_backward(ctx, grad_grad), None, None, None),
+    setup_context=lambda ctx, inputs, output: save_mask_backward(ctx, *inputs[1:]),
+)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    x, bias, ctx.negative_slope, ctx.channel_dim, ctx.backend = inputs
-    _, mask = output
+def save_bias_leaky_relu(ctx, bias, negative_slope, channel_dim, backend, mask) -> None:
+    ctx.negative_slope, ctx.channel_dim, ctx.backend = negative_slope, channel_dim, backend
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.save_for_backward(mask)
 
 
-def _backward(ctx, grad_out: torch.Tensor, _grad_mask: torch.Tensor | None):
+def bias_leaky_relu_backward(ctx, grad_out: torch.Tensor):
+    """Gradients of ``(x, bias)`` from the saved mask (module docstring)."""
     (mask,) = ctx.saved_tensors
-    grad_x = torch.ops.fastgp.leaky_relu_mask_backward(grad_out, mask, ctx.negative_slope,
-                                                       ctx.backend)
+    grad_x = op_for("leaky_relu_mask_backward", ctx.backend)(grad_out, mask, ctx.negative_slope)
     grad_bias = None
     if ctx.needs_input_grad[1]:
         dims = [d for d in range(grad_x.dim()) if d != ctx.channel_dim]
         grad_bias = grad_x.sum(dim=dims).to(ctx.bias_dtype)
-    return grad_x, grad_bias, None, None, None
+    return grad_x, grad_bias
 
 
-_bias_leaky_relu.register_autograd(_backward, setup_context=_setup_context)
+_bias_leaky_relu.register_autograd(
+    lambda ctx, grad_out, _grad_mask: (*bias_leaky_relu_backward(ctx, grad_out), None, None, None),
+    setup_context=lambda ctx, inputs, output: save_bias_leaky_relu(ctx, *inputs[1:], output[1]),
+)

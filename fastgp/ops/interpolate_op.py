@@ -20,6 +20,7 @@ backend (``triton``, ``native`` or ``torch``, see :mod:`fastgp.ops.backend`).
 import torch
 
 from fastgp.ops._checks import batch_view_shape
+from fastgp.ops._registry import op_for
 
 
 def _composite(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -66,40 +67,45 @@ def _(grad, eps, backend):
     return torch.empty_like(grad), torch.empty_like(grad)
 
 
-def _setup_backward(ctx, inputs, output) -> None:
-    grad, eps, ctx.backend = inputs
+def save_interpolate_backward(ctx, grad, eps, backend: str) -> None:
+    ctx.backend = backend
     # g is needed only for the ε-derivative Σ_j g_ij (u_ij − v_ij)
     ctx.save_for_backward(grad if ctx.needs_input_grad[1] else None, eps)
 
 
-def _backward_of_backward(ctx, grad_grad_real, grad_grad_fake):
+def interpolate_double_backward(ctx, grad_grad_real, grad_grad_fake):
+    """Backward of ``interpolate_backward``: ``interpolate(ū, v̄, ε)`` and ``Σ_j g_ij (ū_ij − v̄_ij)``."""
     grad, eps = ctx.saved_tensors
     if grad_grad_real is None:
         grad_grad_real = torch.zeros_like(grad_grad_fake)
     if grad_grad_fake is None:
         grad_grad_fake = torch.zeros_like(grad_grad_real)
-    grad_grad = torch.ops.fastgp.interpolate(grad_grad_real, grad_grad_fake, eps, ctx.backend)
+    grad_grad = op_for("interpolate", ctx.backend)(grad_grad_real, grad_grad_fake, eps)
     grad_eps = None
     if ctx.needs_input_grad[1]:
         per_element = grad * (grad_grad_real - grad_grad_fake)
         grad_eps = per_element.sum(dim=tuple(range(1, grad.dim()))).to(eps.dtype)
-    return grad_grad, grad_eps, None
+    return grad_grad, grad_eps
 
 
-_interpolate_backward.register_autograd(_backward_of_backward, setup_context=_setup_backward)
+_interpolate_backward.register_autograd(
+    lambda ctx, *grads: (*interpolate_double_backward(ctx, *grads), None),
+    setup_context=lambda ctx, inputs, output: save_interpolate_backward(ctx, *inputs),
+)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    real, fake, eps, ctx.backend = inputs
+def save_interpolate(ctx, real, fake, eps, backend: str) -> None:
+    ctx.backend = backend
     ctx.save_for_backward(real, fake, eps)
 
 
-def _backward(ctx, grad_out: torch.Tensor):
+def interpolate_backward(ctx, grad_out: torch.Tensor):
+    """Gradients of ``(real, fake, eps)`` (module docstring)."""
     real, fake, eps = ctx.saved_tensors
-    need_real, need_fake, need_eps, _ = ctx.needs_input_grad
+    need_real, need_fake, need_eps = ctx.needs_input_grad[:3]
     grad_real = grad_fake = grad_eps = None
     if need_real and need_fake:
-        grad_real, grad_fake = torch.ops.fastgp.interpolate_backward(grad_out, eps, ctx.backend)
+        grad_real, grad_fake = op_for("interpolate_backward", ctx.backend)(grad_out, eps)
     elif need_real or need_fake:
         # One output needs one read and one write: a plain product is already minimal.
         eps_b = eps.to(real.dtype).view(batch_view_shape(real))
@@ -110,7 +116,10 @@ def _backward(ctx, grad_out: torch.Tensor):
     if need_eps:
         per_element = grad_out * (real - fake)
         grad_eps = per_element.sum(dim=tuple(range(1, real.dim()))).to(eps.dtype)
-    return grad_real, grad_fake, grad_eps, None
+    return grad_real, grad_fake, grad_eps
 
 
-_interpolate.register_autograd(_backward, setup_context=_setup_context)
+_interpolate.register_autograd(
+    lambda ctx, grad_out: (*interpolate_backward(ctx, grad_out), None),
+    setup_context=lambda ctx, inputs, output: save_interpolate(ctx, *inputs),
+)

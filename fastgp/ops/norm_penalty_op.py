@@ -22,6 +22,7 @@ double backward (``gradgradcheck``) on every backend.
 import torch
 
 from fastgp.ops._checks import accumulation_dtype, batch_view_shape
+from fastgp.ops._registry import op_for
 
 
 def _sample_dims(grad: torch.Tensor) -> tuple[int, ...]:
@@ -62,9 +63,8 @@ def _(grad, weight, center, one_sided, backend):
     return grad.new_empty((), dtype=acc), grad.new_empty((grad.shape[0],), dtype=acc)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    grad, ctx.weight, ctx.center, ctx.one_sided, ctx.backend = inputs
-    _, norms = output
+def save_norm_penalty(ctx, grad, weight, center, one_sided, backend, norms) -> None:
+    ctx.weight, ctx.center, ctx.one_sided, ctx.backend = weight, center, one_sided, backend
     ctx.save_for_backward(grad, norms)
 
 
@@ -104,15 +104,18 @@ def _(grad, norms, grad_penalty, grad_norms, weight, center, one_sided, backend)
     return torch.empty_like(grad)
 
 
-def _backward(ctx, grad_penalty: torch.Tensor | None, grad_norms: torch.Tensor | None):
+def norm_penalty_backward(ctx, grad_penalty: torch.Tensor | None,
+                          grad_norms: torch.Tensor | None) -> torch.Tensor:
+    """Gradient of ``grad``: the backend's one-pass kernel, or differentiable torch ops when the
+    backward itself is being differentiated (``create_graph=True``) or the backend is torch."""
     grad, norms = ctx.saved_tensors
     if torch.is_grad_enabled() or ctx.backend == "torch":
-        result = _differentiable_backward(ctx, grad, norms, grad_penalty, grad_norms)
-    else:
-        result = torch.ops.fastgp.norm_penalty_backward(
-            grad, norms, grad_penalty, grad_norms, ctx.weight, ctx.center, ctx.one_sided,
-            ctx.backend)
-    return result, None, None, None, None
+        return _differentiable_backward(ctx, grad, norms, grad_penalty, grad_norms)
+    return op_for("norm_penalty_backward", ctx.backend)(
+        grad, norms, grad_penalty, grad_norms, ctx.weight, ctx.center, ctx.one_sided)
 
 
-_norm_penalty.register_autograd(_backward, setup_context=_setup_context)
+_norm_penalty.register_autograd(
+    lambda ctx, *grads: (norm_penalty_backward(ctx, *grads), None, None, None, None),
+    setup_context=lambda ctx, inputs, output: save_norm_penalty(ctx, *inputs, output[1]),
+)
