@@ -3,20 +3,23 @@
 #   make test   install, then run the whole test suite
 # TORCH_SPEC chooses the torch build: the default pins the CPU build that installs in seconds
 # where a local wheel is available; `make test TORCH_SPEC=torch` takes PyPI's default build
-# (CUDA on Linux).
+# (CUDA on Linux). The native extension fastgp._C is compiled against that torch (about 30 s);
+# NATIVE=0 installs without it (fastgp then runs on the Triton and torch backends).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+NATIVE ?= 1
 STAMP := $(VENV)/.installed
+SKIP_NATIVE := $(if $(filter 0,$(NATIVE)),-C wheel.cmake=false,)
 
 .PHONY: install run test lint bench bench-quick bench-pytest profile clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp kernels/*/*.h kernels/*/*/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" "scikit-build-core>=0.10" "cmake>=3.18" ninja
+	$(BIN)/pip install --quiet --no-build-isolation $(SKIP_NATIVE) -e ".[test,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

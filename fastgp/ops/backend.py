@@ -16,8 +16,12 @@ import os
 
 import torch
 
+from fastgp.ops import native
+
 BACKENDS = ("auto", "triton", "native", "torch")
 _global_backend = "auto"
+# Looked up once: torch.compile reads a constant instead of tracing an import system call.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def set_backend(backend: str) -> None:
@@ -42,7 +46,7 @@ def triton_interpreted() -> bool:
 
 def triton_unavailable_reason(device: torch.device) -> str | None:
     """Why the Triton backend cannot run on ``device``, or None when it can."""
-    if importlib.util.find_spec("triton") is None:
+    if not _TRITON_INSTALLED:
         return "triton is not installed"
     if device.type == "cuda":
         return None
@@ -54,8 +58,6 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
 
 def native_unavailable_reason(device: torch.device) -> str | None:
     """Why the native extension cannot run on ``device``, or None when it can."""
-    from fastgp.ops import native
-
     reason = native.load_error()
     if reason is not None:
         return reason
