@@ -53,6 +53,28 @@ void for_each_sample_run(int64_t lo, int64_t hi, int64_t sample_size, const Body
   }
 }
 
+// Σ x² with kLanes independent accumulators: without them the loop is one serial dependency
+// chain (floating-point addition may not be reordered), with them the compiler vectorizes it.
+template <typename scalar_t, typename acc_t>
+acc_t sum_of_squares(const scalar_t* x, int64_t size) {
+  constexpr int64_t kLanes = 16;
+  acc_t lanes[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= size; j += kLanes) {
+    for (int64_t k = 0; k < kLanes; ++k) {
+      const acc_t value = static_cast<acc_t>(x[j + k]);
+      lanes[k] += value * value;
+    }
+  }
+  acc_t sum = 0;
+  for (; j < size; ++j) {
+    const acc_t value = static_cast<acc_t>(x[j]);
+    sum += value * value;
+  }
+  for (int64_t k = 0; k < kLanes; ++k) sum += lanes[k];
+  return sum;
+}
+
 at::Tensor interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_in,
                            const at::Tensor& eps_in) {
   check_batch(real_in, "real");
@@ -137,12 +159,7 @@ std::tuple<at::Tensor, at::Tensor> norm_penalty_cpu(const at::Tensor& grad_in, d
         const int64_t sample = task / chunks, chunk = task % chunks;
         const int64_t begin = sample * sample_size + chunk * kReductionChunk;
         const int64_t end = sample * sample_size + std::min(sample_size, (chunk + 1) * kReductionChunk);
-        acc_t sum = 0;
-        for (int64_t j = begin; j < end; ++j) {
-          const acc_t value = static_cast<acc_t>(g[j]);
-          sum += value * value;
-        }
-        partial[task] = sum;
+        partial[task] = sum_of_squares<scalar_t, acc_t>(g + begin, end - begin);
       }
     });
     acc_t* norm = norms.mutable_data_ptr<acc_t>();
