@@ -19,27 +19,13 @@
 #include <vector>
 
 #include "fastgp/elementwise.h"
+#include "fastgp/host.h"
 
 namespace fastgp {
 namespace {
 
 constexpr int64_t kElementGrain = 32768;  // elements per parallel task: ~100 µs of work
 constexpr int64_t kReductionChunk = 65536;  // elements of one sample summed by one task
-
-bool is_sample_major(const at::Tensor& t) {
-  if (t.is_contiguous()) return true;
-  if (t.dim() == 4) return t.is_contiguous(at::MemoryFormat::ChannelsLast);
-  if (t.dim() == 5) return t.is_contiguous(at::MemoryFormat::ChannelsLast3d);
-  return false;
-}
-
-at::Tensor sample_major(const at::Tensor& t) { return is_sample_major(t) ? t : t.contiguous(); }
-
-void check_batch(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() >= 1 && t.size(0) > 0, name, " must be a non-empty batch, got shape ",
-              t.sizes());
-  TORCH_CHECK(t.is_floating_point(), name, " must be floating point, got ", t.scalar_type());
-}
 
 // Calls body(sample, begin, end) for each run [begin, end) of one sample inside [lo, hi).
 template <typename Body>
@@ -79,11 +65,8 @@ at::Tensor interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_in,
                            const at::Tensor& eps_in) {
   check_batch(real_in, "real");
   TORCH_CHECK(real_in.sizes() == fake_in.sizes(), "real and fake must have the same shape");
-  at::Tensor real = sample_major(real_in), fake = sample_major(fake_in);
-  if (real.strides() != fake.strides()) {
-    real = real.contiguous();
-    fake = fake.contiguous();
-  }
+  at::Tensor real = real_in, fake = fake_in;
+  match_layout(real, fake);
   at::Tensor eps = eps_in.to(real.scalar_type()).contiguous();
   at::Tensor out = at::empty_like(real);
   const int64_t n = real.numel(), sample_size = n / real.size(0);
@@ -132,10 +115,6 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
     });
   });
   return {grad_real, grad_fake};
-}
-
-at::ScalarType accumulation_type(at::ScalarType type) {
-  return type == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 std::tuple<at::Tensor, at::Tensor> norm_penalty_cpu(const at::Tensor& grad_in, double weight,
@@ -250,11 +229,8 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cpu(const at::Tensor& x_in,
 at::Tensor leaky_relu_mask_backward_cpu(const at::Tensor& grad_in, const at::Tensor& mask_in,
                                         double negative_slope) {
   check_batch(grad_in, "grad");
-  at::Tensor grad = sample_major(grad_in), mask = sample_major(mask_in);
-  if (grad.strides() != mask.strides()) {
-    grad = grad.contiguous();
-    mask = mask.contiguous();
-  }
+  at::Tensor grad = grad_in, mask = mask_in;
+  match_layout(grad, mask);
   at::Tensor out = at::empty_like(grad);
   const int64_t n = grad.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
