@@ -1,4 +1,4 @@
-"""The op backends that can run in this test session (Triton through its CPU interpreter)."""
+"""The op backends that can run on this machine (Triton through its CPU interpreter)."""
 
 import pytest
 import torch
