@@ -1,5 +1,7 @@
 """Tier 1 penalties against the fp64 oracle (`fastgp.reference`) on every critic family."""
 
+import copy
+
 import pytest
 import torch
 from backends import BACKENDS
@@ -41,8 +43,6 @@ def _compare_with_oracle(critic, real, fake, eps, tol, cond=(), backend=None, **
 
 
 def _as_fp64(critic):
-    import copy
-
     return copy.deepcopy(critic).double()
 
 

@@ -26,6 +26,13 @@ def _launch(kernel, wrap: bool):
     return torch.library.wrap_triton(kernel) if wrap else kernel
 
 
+def _launch_elementwise(kernel, wrap: bool, n: int, *args, **constexprs) -> None:
+    """One program per ``ELEMENTWISE_BLOCK`` of the ``n`` elements; nothing to do when ``n = 0``."""
+    if n:
+        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
+        _launch(kernel, wrap)[grid](*args, **constexprs, BLOCK=ELEMENTWISE_BLOCK)
+
+
 def _acc(dtype: torch.dtype):
     return tl.float64 if accumulation_dtype(dtype) == torch.float64 else tl.float32
 
@@ -65,11 +72,9 @@ def interpolate(real, fake, eps, wrap: bool = False) -> torch.Tensor:
     real, fake = _matching_layout(real, fake)
     out = torch.empty_like(real)
     n = real.numel()
-    if n:
-        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        _launch(kernels.interpolate_kernel, wrap)[grid](
-            real, fake, eps.to(real.dtype).contiguous(), out, n, n // real.shape[0],
-            ACC=_acc(real.dtype), BLOCK=ELEMENTWISE_BLOCK)
+    _launch_elementwise(kernels.interpolate_kernel, wrap, n, real, fake,
+                        eps.to(real.dtype).contiguous(), out, n, n // real.shape[0],
+                        ACC=_acc(real.dtype))
     return out
 
 
@@ -77,11 +82,9 @@ def interpolate_backward(grad, eps, wrap: bool = False) -> tuple[torch.Tensor, t
     grad = sample_major(grad)
     grad_real, grad_fake = torch.empty_like(grad), torch.empty_like(grad)
     n = grad.numel()
-    if n:
-        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        _launch(kernels.interpolate_backward_kernel, wrap)[grid](
-            grad, eps.to(grad.dtype).contiguous(), grad_real, grad_fake, n, n // grad.shape[0],
-            ACC=_acc(grad.dtype), BLOCK=ELEMENTWISE_BLOCK)
+    _launch_elementwise(kernels.interpolate_backward_kernel, wrap, n, grad,
+                        eps.to(grad.dtype).contiguous(), grad_real, grad_fake, n,
+                        n // grad.shape[0], ACC=_acc(grad.dtype))
     return grad_real, grad_fake
 
 
@@ -133,12 +136,11 @@ def norm_penalty_backward(grad, norms, grad_penalty, grad_norms, weight: float, 
     # indexes them as dense vectors.
     norms = norms.contiguous()
     grad_norms = grad_norms.contiguous() if grad_norms is not None else None
-    grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-    _launch(kernels.norm_penalty_backward_kernel, wrap)[grid](
-        grad, norms, grad_norms if grad_norms is not None else norms, grad_penalty, out, n,
+    _launch_elementwise(
+        kernels.norm_penalty_backward_kernel, wrap, n, grad, norms,
+        grad_norms if grad_norms is not None else norms, grad_penalty, out, n,
         n // grad.shape[0], grad.shape[0], *split_float(weight), *split_float(center),
-        ONE_SIDED=one_sided, HAS_GRAD_NORMS=grad_norms is not None, ACC=_acc(grad.dtype),
-        BLOCK=ELEMENTWISE_BLOCK)
+        ONE_SIDED=one_sided, HAS_GRAD_NORMS=grad_norms is not None, ACC=_acc(grad.dtype))
     return out
 
 
@@ -147,13 +149,11 @@ def bias_leaky_relu(x, bias, negative_slope: float, channel_dim: int, wrap: bool
     out = torch.empty_like(x)
     mask = torch.empty_like(x, dtype=torch.bool)
     n = x.numel()
-    if n:
-        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        has_bias = bias is not None
-        _launch(kernels.bias_leaky_relu_kernel, wrap)[grid](
-            x, bias.contiguous() if has_bias else x, out, mask.view(torch.uint8), n,
-            x.stride(channel_dim), x.shape[channel_dim], *split_float(negative_slope),
-            HAS_BIAS=has_bias, ACC=_acc(x.dtype), BLOCK=ELEMENTWISE_BLOCK)
+    has_bias = bias is not None
+    _launch_elementwise(
+        kernels.bias_leaky_relu_kernel, wrap, n, x, bias.contiguous() if has_bias else x, out,
+        mask.view(torch.uint8), n, x.stride(channel_dim), x.shape[channel_dim],
+        *split_float(negative_slope), HAS_BIAS=has_bias, ACC=_acc(x.dtype))
     return out, mask
 
 
@@ -161,9 +161,7 @@ def leaky_relu_mask_backward(grad, mask, negative_slope: float, wrap: bool = Fal
     grad, mask = _matching_layout(grad, mask)
     out = torch.empty_like(grad)
     n = grad.numel()
-    if n:
-        grid = (triton.cdiv(n, ELEMENTWISE_BLOCK),)
-        _launch(kernels.leaky_relu_mask_backward_kernel, wrap)[grid](
-            grad, mask.view(torch.uint8), out, n, *split_float(negative_slope),
-            ACC=_acc(grad.dtype), BLOCK=ELEMENTWISE_BLOCK)
+    _launch_elementwise(kernels.leaky_relu_mask_backward_kernel, wrap, n, grad,
+                        mask.view(torch.uint8), out, n, *split_float(negative_slope),
+                        ACC=_acc(grad.dtype))
     return out
