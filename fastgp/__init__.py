@@ -1,6 +1,7 @@
 """fastgp: fast, exact gradient penalties and a WGAN-GP training system."""
 
 from fastgp import ops
+from fastgp.engine import CriticStep, FusedCritic, UnsupportedLayerError
 from fastgp.losses import (
     clip_weights_,
     critic_wasserstein_loss,
@@ -25,6 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "CriticStep",
+    "FusedCritic",
+    "UnsupportedLayerError",
     "__version__",
     "bias_leaky_relu",
     "get_backend",

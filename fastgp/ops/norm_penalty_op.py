@@ -68,12 +68,14 @@ def save_norm_penalty(ctx, grad, weight, center, one_sided, backend, norms) -> N
     ctx.save_for_backward(grad, norms)
 
 
-def _differentiable_backward(ctx, grad, norms, grad_penalty, grad_norms) -> torch.Tensor:
+def composite_backward(grad, norms, grad_penalty, grad_norms, weight: float, center: float,
+                       one_sided: bool) -> torch.Tensor:
+    """``s_i · g_i`` as differentiable torch ops (the formula of the module docstring)."""
     batch = norms.shape[0]
     coefficient = torch.zeros_like(norms)
     if grad_penalty is not None:
-        deviation = _deviation(norms, ctx.center, ctx.one_sided)
-        coefficient = coefficient + (2.0 * ctx.weight / batch) * deviation * grad_penalty
+        deviation = _deviation(norms, center, one_sided)
+        coefficient = coefficient + (2.0 * weight / batch) * deviation * grad_penalty
     if grad_norms is not None:
         coefficient = coefficient + grad_norms
     nonzero = norms > 0
@@ -110,9 +112,20 @@ def norm_penalty_backward(ctx, grad_penalty: torch.Tensor | None,
     backward itself is being differentiated (``create_graph=True``) or the backend is torch."""
     grad, norms = ctx.saved_tensors
     if torch.is_grad_enabled() or ctx.backend == "torch":
-        return _differentiable_backward(ctx, grad, norms, grad_penalty, grad_norms)
+        return composite_backward(grad, norms, grad_penalty, grad_norms, ctx.weight, ctx.center,
+                                  ctx.one_sided)
     return op_for("norm_penalty_backward", ctx.backend)(
         grad, norms, grad_penalty, grad_norms, ctx.weight, ctx.center, ctx.one_sided)
+
+
+def penalty_input_gradient(grad: torch.Tensor, norms: torch.Tensor, weight: float, center: float,
+                           one_sided: bool, backend: str) -> torch.Tensor:
+    """``∂penalty/∂grad = s_i · g_i`` with ``p̄ = 1`` and no norm gradient, in one pass on the
+    backend's kernel (composite ops for ``torch``): what the engine's tangent pass starts from."""
+    if backend == "torch":
+        return composite_backward(grad, norms, None, None, weight, center, one_sided)
+    return op_for("norm_penalty_backward", backend)(grad, norms, norms.new_ones(()), None, weight,
+                                                    center, one_sided)
 
 
 _norm_penalty.register_autograd(

@@ -1,0 +1,143 @@
+"""Weight layers: ``Linear`` and ``Conv1d/2d/3d``, optionally fused with a following (Leaky)ReLU.
+
+For ``z = W x (+ b)`` (a matmul or a convolution), with ``out = leaky(z)`` when fused::
+
+    forward   z = W x,  out, m = bias_leaky_relu(z, b, α)     (m: 1-byte mask, z never stored)
+    adjoint   a_z = m ⊙ a_out,  a_x = Wᵀ a_z                   (α where m is False)
+    tangent   t_z = W t_x,  t_out = m ⊙ t_z,  ∂W += a_z ⊗ t_x   (the penalty's weight gradient)
+    backward  g_z = m ⊙ g_out,  ∂W += g_z ⊗ x,  ∂b += Σ g_z,  g_x = Wᵀ g_z
+
+The layer is linear in ``x`` and LeakyReLU is piecewise linear, so there is no curvature term:
+the bias never appears in the penalty's gradient. ``⊗`` is a matmul for ``Linear`` and the
+convolution's weight gradient for ``ConvNd`` — one call per pass.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgp.engine.base import Rule, Saved, StepContext, UnsupportedLayerError
+
+_CONV_FORWARD = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+class Affine(Rule):
+    """Shared passes of ``Linear`` and ``ConvNd``; subclasses supply the three linear maps."""
+
+    def __init__(self, module: nn.Module, weight_index: int, bias_index: int | None,
+                 negative_slope: float | None) -> None:
+        self.module = module
+        self.weight_index, self.bias_index = weight_index, bias_index
+        self.negative_slope = negative_slope
+
+    channel_dim = 1
+
+    @abstractmethod
+    def apply_weight(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``W x``, plus ``bias`` when given."""
+
+    @abstractmethod
+    def input_adjoint(self, a_z: torch.Tensor, x_like: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ a_z``, shaped like ``x_like``."""
+
+    @abstractmethod
+    def add_weight_grad(self, a_z: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> None:
+        """``∂W += a_z ⊗ x`` summed over the rows."""
+
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
+        bias = self.module.bias
+        if self.negative_slope is None:
+            return self.apply_weight(x, bias), {"x": x}
+        z = self.apply_weight(x)
+        out, mask = ctx.leaky(z, bias, self.negative_slope, self.channel_dim % z.dim())
+        return out, {"x": x, "mask": mask}
+
+    def _through_mask(self, saved: Saved, grad: torch.Tensor, rows: slice, ctx: StepContext):
+        if self.negative_slope is None:
+            return grad
+        return ctx.mask_product(grad, saved["mask"][rows], self.negative_slope)
+
+    def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        a_z = self._through_mask(saved, a_out, ctx.penalty_rows, ctx)
+        saved["a_z"] = a_z
+        return self.input_adjoint(a_z, saved["x"][ctx.penalty_rows])
+
+    def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        self.add_weight_grad(saved.pop("a_z"), t_in, ctx)
+        return self._through_mask(saved, self.apply_weight(t_in), ctx.penalty_rows, ctx)
+
+    def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
+                 need_input: bool) -> torch.Tensor | None:
+        rows = ctx.backward_rows
+        g_z = self._through_mask(saved, g_out, rows, ctx)
+        x = saved["x"][rows]
+        self.add_weight_grad(g_z, x, ctx)
+        if self.bias_index is not None:
+            dims = [d for d in range(g_z.dim()) if d != self.channel_dim % g_z.dim()]
+            ctx.add_grad(self.bias_index, g_z.sum(dim=dims))
+        return self.input_adjoint(g_z, x) if need_input else None
+
+
+class LinearRule(Affine):
+    """``nn.Linear`` over the last dimension of inputs of any rank."""
+
+    channel_dim = -1
+
+    def apply_weight(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, self.module.weight, bias)
+
+    def input_adjoint(self, a_z: torch.Tensor, x_like: torch.Tensor) -> torch.Tensor:
+        return a_z.matmul(self.module.weight)
+
+    def add_weight_grad(self, a_z: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> None:
+        ctx.add_matmul_grad(self.weight_index, a_z.reshape(-1, a_z.shape[-1]),
+                            x.reshape(-1, x.shape[-1]))
+
+
+class ConvRule(Affine):
+    """``nn.Conv1d/2d/3d`` with any stride, padding, dilation and groups (zero padding)."""
+
+    def __init__(self, module: nn.Module, weight_index: int, bias_index: int | None,
+                 negative_slope: float | None) -> None:
+        super().__init__(module, weight_index, bias_index, negative_slope)
+        if module.padding_mode != "zeros":
+            raise UnsupportedLayerError(
+                f"{type(module).__name__} with padding_mode={module.padding_mode!r}: the engine "
+                "supports zero padding only")
+        self.dims = len(module.kernel_size)
+        self.padding = _numeric_padding(module)
+        self.forward_fn = _CONV_FORWARD[self.dims]
+
+    def apply_weight(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        m = self.module
+        return self.forward_fn(x, m.weight, bias, m.stride, self.padding, m.dilation, m.groups)
+
+    def _conv_backward(self, grad: torch.Tensor, x: torch.Tensor, mask: list[bool]):
+        m = self.module
+        return torch.ops.aten.convolution_backward(
+            grad, x, m.weight, None, list(m.stride), list(self.padding), list(m.dilation), False,
+            [0] * self.dims, m.groups, mask)
+
+    def input_adjoint(self, a_z: torch.Tensor, x_like: torch.Tensor) -> torch.Tensor:
+        return self._conv_backward(a_z, x_like, [True, False, False])[0]
+
+    def add_weight_grad(self, a_z: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> None:
+        ctx.add_grad(self.weight_index, self._conv_backward(a_z, x, [False, True, False])[1])
+
+
+def _numeric_padding(module: nn.Module) -> tuple[int, ...]:
+    """The padding as numbers; ``"same"`` only where it is symmetric (odd total padding is not)."""
+    if module.padding == "valid":
+        return (0,) * len(module.kernel_size)
+    if module.padding == "same":
+        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
+        if any(total % 2 for total in totals):
+            raise UnsupportedLayerError(
+                f"{type(module).__name__} with padding='same' and an even receptive field pads "
+                "asymmetrically; give the padding as numbers")
+        return tuple(total // 2 for total in totals)
+    return tuple(module.padding)

@@ -1,0 +1,217 @@
+"""``FusedCritic``: the exact WGAN-GP critic step without autograd's double backward.
+
+For a critic ``C`` the step computes, for real ``r``, fake ``f`` and ``x̂ = ε·r + (1−ε)·f``::
+
+    W       = mean_i C(r_i) − mean_i C(f_i)                  (the Wasserstein estimate)
+    P       = λ · mean_i φ(‖∇ₓC(x̂_i)‖₂)                     (φ(n) = (n−c)², or max(0, n−c)²)
+    loss    = −W + P
+
+and writes ``∂loss/∂θ`` into every parameter's ``.grad``, with the four first-order passes of
+:mod:`fastgp.engine.base` over one stacked batch ``[x̂; r; f]``. R1 and R2 take the penalty
+``γ/2 · mean_i ‖∇ₓC(x_i)‖²`` at the real (R1) or fake (R2) rows instead, so the batch is ``[r; f]``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from fastgp.engine.base import StepContext
+from fastgp.engine.compose import build_rule
+from fastgp.ops._checks import check_batched_float, check_eps, check_same_layout
+from fastgp.ops._registry import op_for, public_backend
+from fastgp.ops.backend import resolve
+from fastgp.ops.norm_penalty_op import penalty_input_gradient
+
+PENALTIES = ("gp", "lp", "r1", "r2", "none")
+
+
+class CriticStep(NamedTuple):
+    """What one step computed (detached; no device sync until a value is read).
+
+    ``loss = −wasserstein + penalty``; ``penalty`` is the term as added to the loss (×k on the
+    steps where lazy regularization applies it, 0 on the others); ``norms`` are the per-sample
+    input-gradient norms ``(B,)``, or None on a step without penalty.
+    """
+
+    loss: torch.Tensor
+    wasserstein: torch.Tensor
+    penalty: torch.Tensor
+    norms: torch.Tensor | None
+
+    def norm_stats(self) -> dict[str, float]:
+        """Mean, standard deviation, min and max of the gradient norms (one device sync)."""
+        if self.norms is None:
+            return {}
+        n = self.norms.double()
+        std = n.std(unbiased=False) if n.numel() > 1 else n.new_zeros(())
+        values = torch.stack([n.mean(), std, n.min(), n.max()]).tolist()
+        return dict(zip(("mean", "std", "min", "max"), values, strict=True))
+
+
+class FusedCritic:
+    """Runs the WGAN-GP critic step of a supported critic with explicit first-order passes.
+
+    Args:
+        critic: a (nested) ``nn.Sequential`` of the layers listed in :mod:`fastgp.engine.compose`
+            (Linear, ConvNd, (Leaky)ReLU, smooth activations, LayerNorm, GroupNorm, pooling,
+            Flatten/Unflatten, Identity, :class:`fastgp.nn.Residual`). Anything else raises
+            :class:`~fastgp.engine.UnsupportedLayerError`; :func:`fastgp.gradient_penalty` works
+            with any critic.
+        penalty_every: lazy regularization (StyleGAN2): the penalty is computed on every k-th
+            step only, with its weight multiplied by k, and skipped on the others. This changes
+            the algorithm (the penalty's gradient arrives in bursts); 1, the default, is WGAN-GP.
+        channels_last: run 4-D (image) batches in channels-last memory format, which the CPU and
+            GPU convolution kernels prefer; None picks it for 4-D inputs.
+        backend: implementation of the fused ops (``auto``/``triton``/``native``/``torch``);
+            None uses :func:`fastgp.get_backend`.
+    """
+
+    def __init__(self, critic: nn.Module, *, penalty_every: int = 1,
+                 channels_last: bool | None = None, backend: str | None = None) -> None:
+        if not isinstance(penalty_every, int) or penalty_every < 1:
+            raise ValueError(f"penalty_every must be an integer >= 1, got {penalty_every!r}")
+        self.critic = critic
+        self.parameters = list(critic.parameters())
+        position = {id(p): i for i, p in enumerate(self.parameters)}
+        self.rule = build_rule(critic, lambda p: None if p is None else position[id(p)])
+        self.penalty_every = penalty_every
+        self.channels_last = channels_last
+        self.backend = backend
+        self._phase = 0  # step number modulo penalty_every; 0 is a penalty step
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x)
+
+    def step(
+        self,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        *,
+        penalty: str = "gp",
+        weight: float = 10.0,
+        center: float = 1.0,
+        eps: torch.Tensor | None = None,
+        micro_batch: int | None = None,
+    ) -> CriticStep:
+        """One critic step: sets every parameter's ``.grad`` to ``∂loss/∂θ`` (replacing it).
+
+        Args:
+            real, fake: batches of the same shape ``(B, ...)``, in the critic's dtype and device.
+                Treated as constants (no gradient reaches the generator).
+            penalty: ``"gp"`` (WGAN-GP, two-sided at ``center``), ``"lp"`` (one-sided,
+                WGAN-LP), ``"r1"`` / ``"r2"`` (``weight/2 · E‖∇C‖²`` at real / fake samples) or
+                ``"none"``.
+            weight: λ of GP/LP, γ of R1/R2.
+            center: c of GP/LP (1 for WGAN-GP, 0 for a zero-centred penalty).
+            eps: interpolation weights ``(B,)`` for GP/LP; ``torch.rand(B)`` otherwise.
+            micro_batch: compute the step in chunks of this many samples per branch: the same
+                gradients (up to rounding) with peak memory bounded by the chunk size.
+        """
+        if penalty not in PENALTIES:
+            raise ValueError(f"unknown penalty {penalty!r}: expected one of {PENALTIES}")
+        self._check_inputs(real, fake)
+        batch = real.shape[0]
+        chunk = batch if micro_batch is None else int(micro_batch)
+        if chunk < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {micro_batch!r}")
+        if penalty != "none":
+            due, self._phase = self._phase == 0, (self._phase + 1) % self.penalty_every
+            if not due:
+                penalty = "none"
+        if penalty in ("gp", "lp"):
+            if eps is None:
+                eps = torch.rand(batch, device=real.device, dtype=real.dtype)
+            else:
+                check_eps(eps, batch, real.device)
+                eps = eps.to(real.dtype)
+        backend = public_backend(resolve(self.backend, real.device), real.device)
+        grads: list[torch.Tensor | None] = [None] * len(self.parameters)
+        weight = float(weight) * self.penalty_every
+        results = []
+        with torch.no_grad():
+            for start in range(0, batch, chunk):
+                rows = slice(start, min(start + chunk, batch))
+                results.append(self._chunk(
+                    real[rows], fake[rows], None if eps is None else eps[rows], penalty, weight,
+                    float(center), batch, backend, grads))
+        for parameter, grad in zip(self.parameters, grads, strict=True):
+            if parameter.requires_grad:
+                parameter.grad = grad
+        wasserstein = sum((r[0] for r in results[1:]), results[0][0])
+        total_penalty = sum((r[1] for r in results[1:]), results[0][1])
+        norms = None if results[0][2] is None else torch.cat([r[2] for r in results])
+        return CriticStep(total_penalty - wasserstein, wasserstein, total_penalty, norms)
+
+    def _check_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        check_batched_float("real", real)
+        check_batched_float("fake", fake)
+        check_same_layout("real", real, "fake", fake)
+        if self.parameters:
+            reference = self.parameters[0]
+            if real.dtype != reference.dtype or real.device != reference.device:
+                raise ValueError(
+                    f"real and fake must have the critic's dtype and device ({reference.dtype} "
+                    f"on {reference.device}), got {real.dtype} on {real.device}")
+
+    def _stack(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """One batch of all rows, written once, in the step's memory format."""
+        first = parts[0]
+        channels_last = self.channels_last if self.channels_last is not None else first.dim() == 4
+        memory_format = torch.channels_last if channels_last and first.dim() == 4 else torch.contiguous_format
+        stacked = torch.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype,
+                              device=first.device, memory_format=memory_format)
+        start = 0
+        for part in parts:
+            stacked[start:start + part.shape[0]].copy_(part)
+            start += part.shape[0]
+        return stacked
+
+    def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
+        """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk."""
+        m = real.shape[0]
+        if penalty in ("gp", "lp"):
+            x_hat = op_for("interpolate", backend)(real, fake, eps)
+            x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
+        else:
+            x, loss_rows = self._stack([real, fake]), 0
+            penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
+        curvature_rows = penalty_rows is not None and self.rule.curvature
+        backward_rows = slice(0, 3 * m if loss_rows else 2 * m) if curvature_rows else slice(
+            loss_rows, loss_rows + 2 * m)
+        ctx = StepContext(
+            penalty_rows=penalty_rows if penalty_rows is not None else slice(0, 0),
+            backward_rows=backward_rows,
+            penalty_in_backward=penalty_rows if curvature_rows else None,
+            leaky=op_for("bias_leaky_relu", backend),
+            mask_product=op_for("leaky_relu_mask_backward", backend),
+            grads=grads,
+        )
+        scores, saved = self.rule.forward(x, ctx)
+        if scores.numel() != x.shape[0]:
+            raise ValueError(f"the critic must return one score per sample, got shape "
+                             f"{tuple(scores.shape)} for {x.shape[0]} samples")
+        real_scores = scores[loss_rows:loss_rows + m]
+        fake_scores = scores[loss_rows + m:loss_rows + 2 * m]
+        wasserstein = (real_scores.sum() - fake_scores.sum()) / batch
+        chunk_penalty, norms = scores.new_zeros(()), None
+        if penalty_rows is not None:
+            grad = self.rule.adjoint(saved, torch.ones_like(scores[penalty_rows]), ctx)
+            # norm_penalty averages over the chunk; weight m/B makes the chunks sum to the mean.
+            if penalty in ("r1", "r2"):
+                chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
+            else:
+                chunk_weight, one_sided = weight * m / batch, penalty == "lp"
+            chunk_penalty, norms = op_for("norm_penalty", backend)(grad, chunk_weight, center,
+                                                                   one_sided)
+            tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided,
+                                             backend)
+            self.rule.tangent(saved, tangent, ctx)
+        seed = scores.new_zeros(scores[backward_rows].shape)
+        offset = loss_rows - backward_rows.start
+        seed[offset:offset + m] = -1.0 / batch
+        seed[offset + m:offset + 2 * m] = 1.0 / batch
+        self.rule.backward(saved, seed, ctx, need_input=False)
+        return wasserstein, chunk_penalty, norms

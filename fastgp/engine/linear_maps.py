@@ -1,0 +1,122 @@
+"""Parameter-free linear layers: identity, ``Flatten``/``Unflatten`` and average pooling.
+
+For a fixed linear map ``y = P x``::
+
+    adjoint   a_x = Pᵀ a_y        tangent   t_y = P t_x        backward  g_x = Pᵀ g_y
+
+Nothing is saved but the input's shape and memory format (the transposes run on the aten
+backward kernels, which read only the input's sizes).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import nn
+
+from fastgp.engine.base import Rule, Saved, StepContext
+
+
+class LinearMap(Rule):
+    """A parameter-free linear layer; subclasses give the map and its transpose."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    @abstractmethod
+    def transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        """``Pᵀ grad`` for a batch of ``grad.shape[0]`` rows."""
+
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last)
+        return self.apply(x), {"shape": x.shape[1:], "channels_last": channels_last}
+
+    def _transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        result = self.transpose(grad, saved)
+        if saved["channels_last"]:
+            # Keep the step's memory format: the convolution kernels convert it otherwise.
+            return result.contiguous(memory_format=torch.channels_last)
+        return result
+
+    def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self._transpose(a_out, saved)
+
+    def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self.apply(t_in)
+
+    def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
+                 need_input: bool) -> torch.Tensor | None:
+        return self._transpose(g_out, saved) if need_input else None
+
+
+def _input_like(grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+    """A zero-stride stand-in with the input's sizes: the pooling backward reads only sizes."""
+    return grad.new_empty(()).expand(grad.shape[0], *saved["shape"])
+
+
+class IdentityRule(LinearMap):
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        return grad
+
+
+class ReshapeRule(LinearMap):
+    """``nn.Flatten`` and ``nn.Unflatten``: the transpose restores the input's shape."""
+
+    def transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        return grad.reshape(grad.shape[0], *saved["shape"])
+
+
+class AvgPoolRule(LinearMap):
+    """``nn.AvgPool1d/2d/3d`` (1-d runs as 2-d with a unit height)."""
+
+    def __init__(self, module: nn.Module, dims: int) -> None:
+        super().__init__(module)
+        self.dims = dims
+
+        def per_dim(value, fill=None):
+            values = (value,) * dims if isinstance(value, int) else tuple(value)
+            return values if dims > 1 else (fill, *values)
+
+        stride = module.stride if module.stride is not None else module.kernel_size
+        self.kernel = list(per_dim(module.kernel_size, 1))
+        self.stride = list(per_dim(stride, 1))
+        self.padding = list(per_dim(module.padding, 0))
+        self.divisor = getattr(module, "divisor_override", None)
+
+    def transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        m = self.module
+        if self.dims == 1:
+            like = _input_like(grad, saved).unsqueeze(-2)
+            return torch.ops.aten.avg_pool2d_backward(
+                grad.unsqueeze(-2), like, self.kernel, self.stride, self.padding, m.ceil_mode,
+                m.count_include_pad, None).squeeze(-2)
+        backward = (torch.ops.aten.avg_pool2d_backward if self.dims == 2
+                    else torch.ops.aten.avg_pool3d_backward)
+        return backward(grad, _input_like(grad, saved), self.kernel, self.stride, self.padding,
+                        m.ceil_mode, m.count_include_pad, self.divisor)
+
+
+class AdaptiveAvgPoolRule(LinearMap):
+    """``nn.AdaptiveAvgPool1d/2d/3d`` (1-d runs as 2-d with a unit height)."""
+
+    def __init__(self, module: nn.Module, dims: int) -> None:
+        super().__init__(module)
+        self.dims = dims
+
+    def transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        like = _input_like(grad, saved)
+        if self.dims == 1:
+            return torch.ops.aten._adaptive_avg_pool2d_backward(
+                grad.unsqueeze(-2), like.unsqueeze(-2)).squeeze(-2)
+        if self.dims == 2:
+            return torch.ops.aten._adaptive_avg_pool2d_backward(grad, like)
+        return torch.ops.aten._adaptive_avg_pool3d_backward(grad, like)
+
