@@ -95,7 +95,7 @@ class OpCounter(TorchDispatchMode):
             return out
         inputs, outputs = _tensors((args, kwargs)), _tensors(out)
         moved = sum(distinct_bytes(t) for t in inputs) + sum(distinct_bytes(t) for t in outputs)
-        packet = func._overloadpacket
+        packet = _flop_packet(func._overloadpacket)
         flops = int(flop_registry[packet](*args, **kwargs, out_val=out)) if packet in flop_registry else 0
         if packet in flop_registry:
             counts.flops += flops
@@ -121,6 +121,15 @@ class OpCounter(TorchDispatchMode):
 
     def _release(self, pointer: int) -> None:
         self._live_bytes -= self._live.pop(pointer, 0)
+
+
+def _flop_packet(packet):
+    """The op whose FLOP formula applies: in-place ``addmm_`` counts as ``addmm`` (the registry
+    lists only the out-of-place ops, but the arithmetic is the same)."""
+    name = packet.__name__
+    if packet not in flop_registry and name.endswith("_") and hasattr(aten, name[:-1]):
+        return getattr(aten, name[:-1])
+    return packet
 
 
 def count(function, *args, **kwargs) -> tuple[Counts, object]:

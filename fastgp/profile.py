@@ -28,6 +28,7 @@ import copy
 import functools
 import statistics
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,10 +37,11 @@ from torch import nn
 
 from fastgp import ops, reference
 from fastgp.counting import Counts, OpCounter, count
+from fastgp.engine import FusedCritic
 from fastgp.penalty import gradient_penalty
 from fastgp.roofline import H100_SXM, GPUSpec, modeled_time
 
-PATHS = ("reference", "tier1")
+PATHS = ("reference", "tier1", "tier2")
 PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
@@ -64,7 +66,12 @@ def critic_step(
     path: str | None,
     weight: float = 10.0,
 ) -> torch.Tensor:
-    """One full critic step; ``path`` is ``"reference"``, ``"tier1"`` or ``None`` (no penalty)."""
+    """One full critic step; ``path`` is ``"reference"``, ``"tier1"``, ``"tier2"`` or ``None``
+    (no penalty). ``tier2`` runs :class:`fastgp.FusedCritic`, which writes the gradients itself."""
+    if path == "tier2":
+        result = _fused(critic).step(real, fake, weight=weight)
+        optimizer.step()
+        return result.loss
     optimizer.zero_grad(set_to_none=True)
     loss = critic(fake).mean() - critic(real).mean()
     if path == "reference":
@@ -77,6 +84,16 @@ def critic_step(
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+_FUSED: weakref.WeakKeyDictionary[nn.Module, FusedCritic] = weakref.WeakKeyDictionary()
+
+
+def _fused(critic: nn.Module) -> FusedCritic:
+    """One engine per critic, built on first use (reading the layers is not part of a step)."""
+    if critic not in _FUSED:
+        _FUSED[critic] = FusedCritic(critic)
+    return _FUSED[critic]
 
 
 def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float]:

@@ -33,18 +33,18 @@ class LeakyRule(Rule):
         out, mask = ctx.leaky(x, None, self.negative_slope, 1)
         return out, {"mask": mask}
 
-    def _product(self, saved: Saved, grad: torch.Tensor, rows: slice, ctx: StepContext):
-        return ctx.mask_product(grad, saved["mask"][rows], self.negative_slope)
+    def _product(self, saved: Saved, grad: torch.Tensor, part, ctx: StepContext):
+        return ctx.mask_product(grad, part(saved["mask"]), self.negative_slope)
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return self._product(saved, a_out, ctx.penalty_rows, ctx)
+        return self._product(saved, a_out, ctx.penalty_part, ctx)
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return self._product(saved, t_in, ctx.penalty_rows, ctx)
+        return self._product(saved, t_in, ctx.penalty_part, ctx)
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
-        return self._product(saved, g_out, ctx.backward_rows, ctx) if need_input else None
+        return self._product(saved, g_out, ctx.backward_part, ctx) if need_input else None
 
 
 class SmoothRule(Rule):
@@ -60,11 +60,11 @@ class SmoothRule(Rule):
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         saved["a_out"] = a_out
-        first, _ = self.derivatives(saved["x"][ctx.penalty_rows])
+        first, _ = self.derivatives(ctx.penalty_part(saved["x"]))
         return first * a_out
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        first, second = self.derivatives(saved["x"][ctx.penalty_rows])
+        first, second = self.derivatives(ctx.penalty_part(saved["x"]))
         saved["curvature"] = second * t_in * saved.pop("a_out")
         return first * t_in
 
@@ -72,7 +72,7 @@ class SmoothRule(Rule):
                  need_input: bool) -> torch.Tensor | None:
         if not need_input:
             return None
-        first, _ = self.derivatives(saved["x"][ctx.backward_rows])
+        first, _ = self.derivatives(ctx.backward_part(saved["x"]))
         return ctx.inject(first * g_out, saved.pop("curvature", None))
 
 

@@ -56,25 +56,24 @@ class Affine(Rule):
         out, mask = ctx.leaky(z, bias, self.negative_slope, self.channel_dim % z.dim())
         return out, {"x": x, "mask": mask}
 
-    def _through_mask(self, saved: Saved, grad: torch.Tensor, rows: slice, ctx: StepContext):
+    def _through_mask(self, saved: Saved, grad: torch.Tensor, part, ctx: StepContext):
         if self.negative_slope is None:
             return grad
-        return ctx.mask_product(grad, saved["mask"][rows], self.negative_slope)
+        return ctx.mask_product(grad, part(saved["mask"]), self.negative_slope)
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        a_z = self._through_mask(saved, a_out, ctx.penalty_rows, ctx)
+        a_z = self._through_mask(saved, a_out, ctx.penalty_part, ctx)
         saved["a_z"] = a_z
-        return self.input_adjoint(a_z, saved["x"][ctx.penalty_rows])
+        return self.input_adjoint(a_z, ctx.penalty_part(saved["x"]))
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         self.add_weight_grad(saved.pop("a_z"), t_in, ctx)
-        return self._through_mask(saved, self.apply_weight(t_in), ctx.penalty_rows, ctx)
+        return self._through_mask(saved, self.apply_weight(t_in), ctx.penalty_part, ctx)
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
-        rows = ctx.backward_rows
-        g_z = self._through_mask(saved, g_out, rows, ctx)
-        x = saved["x"][rows]
+        g_z = self._through_mask(saved, g_out, ctx.backward_part, ctx)
+        x = ctx.backward_part(saved["x"])
         self.add_weight_grad(g_z, x, ctx)
         if self.bias_index is not None:
             dims = [d for d in range(g_z.dim()) if d != self.channel_dim % g_z.dim()]

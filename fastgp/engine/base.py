@@ -34,17 +34,24 @@ class StepContext:
     """Rows and accumulators shared by the rules during one (micro-batch) step.
 
     ``penalty_rows`` are the rows of the step batch where the penalty is taken; ``backward_rows``
-    the rows the final backward runs over; ``penalty_in_backward`` the penalty rows as a slice of
-    the backward rows (None when the backward does not visit them). ``grads`` holds one
+    the rows the final backward runs over (None: all rows, without a slicing op);
+    ``penalty_in_backward`` the penalty rows as a slice of the backward rows (None when the
+    backward does not visit them). ``grads`` holds one
     accumulated gradient per critic parameter, by index.
     """
 
-    penalty_rows: slice
-    backward_rows: slice
+    penalty_rows: slice | None
+    backward_rows: slice | None
     penalty_in_backward: slice | None
     leaky: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     mask_product: Callable[..., torch.Tensor]
     grads: list[torch.Tensor | None] = field(default_factory=list)
+
+    def penalty_part(self, saved: torch.Tensor) -> torch.Tensor:
+        return saved if self.penalty_rows is None else saved[self.penalty_rows]
+
+    def backward_part(self, saved: torch.Tensor) -> torch.Tensor:
+        return saved if self.backward_rows is None else saved[self.backward_rows]
 
     def add_grad(self, index: int, value: torch.Tensor) -> None:
         current = self.grads[index]

@@ -156,13 +156,15 @@ class FusedCritic:
                     f"real and fake must have the critic's dtype and device ({reference.dtype} "
                     f"on {reference.device}), got {real.dtype} on {real.device}")
 
+    def _memory_format(self, x: torch.Tensor) -> torch.memory_format:
+        channels_last = self.channels_last if self.channels_last is not None else True
+        return torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
+
     def _stack(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """One batch of all rows, written once, in the step's memory format."""
         first = parts[0]
-        channels_last = self.channels_last if self.channels_last is not None else first.dim() == 4
-        memory_format = torch.channels_last if channels_last and first.dim() == 4 else torch.contiguous_format
         stacked = torch.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype,
-                              device=first.device, memory_format=memory_format)
+                              device=first.device, memory_format=self._memory_format(first))
         start = 0
         for part in parts:
             stacked[start:start + part.shape[0]].copy_(part)
@@ -170,48 +172,76 @@ class FusedCritic:
         return stacked
 
     def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
-        """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk."""
+        """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk.
+
+        Piecewise-linear critics with GP/LP run the penalty rows first (forward over x̂, adjoint,
+        penalty, tangent; their saved tensors are freed), then the W-loss rows: the x̂ rows need
+        no backward, so no activation of theirs outlives the penalty passes. Critics with
+        curvature need a backward over the x̂ rows too, and R1/R2 share the penalty rows with
+        the W-loss rows: both run one stacked batch through all passes.
+        """
         m = real.shape[0]
-        if penalty in ("gp", "lp"):
-            x_hat = op_for("interpolate", backend)(real, fake, eps)
-            x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
+        kernels = {"leaky": op_for("bias_leaky_relu", backend),
+                   "mask_product": op_for("leaky_relu_mask_backward", backend), "grads": grads}
+        chunk_penalty, norms = None, None
+        if penalty in ("gp", "lp") and not self.rule.curvature:
+            memory_format = self._memory_format(real)
+            x_hat = op_for("interpolate", backend)(real.contiguous(memory_format=memory_format),
+                                                   fake.contiguous(memory_format=memory_format), eps)
+            ctx = StepContext(None, None, None, **kernels)
+            scores, saved = self.rule.forward(x_hat, ctx)
+            self._check_scores(scores, m)
+            chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
+                                                  batch, backend)
+            del saved
+            loss_rows, ctx = 0, StepContext(None, None, None, **kernels)
+            x = self._stack([real, fake])
         else:
-            x, loss_rows = self._stack([real, fake]), 0
-            penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
-        curvature_rows = penalty_rows is not None and self.rule.curvature
-        backward_rows = slice(0, 3 * m if loss_rows else 2 * m) if curvature_rows else slice(
-            loss_rows, loss_rows + 2 * m)
-        ctx = StepContext(
-            penalty_rows=penalty_rows if penalty_rows is not None else slice(0, 0),
-            backward_rows=backward_rows,
-            penalty_in_backward=penalty_rows if curvature_rows else None,
-            leaky=op_for("bias_leaky_relu", backend),
-            mask_product=op_for("leaky_relu_mask_backward", backend),
-            grads=grads,
-        )
+            if penalty in ("gp", "lp"):
+                x_hat = op_for("interpolate", backend)(real, fake, eps)
+                x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
+            else:
+                x, loss_rows = self._stack([real, fake]), 0
+                penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
+            visit_penalty_rows = penalty_rows is not None and self.rule.curvature
+            backward_rows = None if visit_penalty_rows or not loss_rows else slice(m, 3 * m)
+            ctx = StepContext(penalty_rows, backward_rows,
+                              penalty_rows if visit_penalty_rows else None, **kernels)
         scores, saved = self.rule.forward(x, ctx)
-        if scores.numel() != x.shape[0]:
-            raise ValueError(f"the critic must return one score per sample, got shape "
-                             f"{tuple(scores.shape)} for {x.shape[0]} samples")
+        self._check_scores(scores, x.shape[0])
+        if penalty != "none" and chunk_penalty is None:
+            chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
+                                                  batch, backend)
         real_scores = scores[loss_rows:loss_rows + m]
         fake_scores = scores[loss_rows + m:loss_rows + 2 * m]
         wasserstein = (real_scores.sum() - fake_scores.sum()) / batch
-        chunk_penalty, norms = scores.new_zeros(()), None
-        if penalty_rows is not None:
-            grad = self.rule.adjoint(saved, torch.ones_like(scores[penalty_rows]), ctx)
-            # norm_penalty averages over the chunk; weight m/B makes the chunks sum to the mean.
-            if penalty in ("r1", "r2"):
-                chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
-            else:
-                chunk_weight, one_sided = weight * m / batch, penalty == "lp"
-            chunk_penalty, norms = op_for("norm_penalty", backend)(grad, chunk_weight, center,
-                                                                   one_sided)
-            tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided,
-                                             backend)
-            self.rule.tangent(saved, tangent, ctx)
-        seed = scores.new_zeros(scores[backward_rows].shape)
-        offset = loss_rows - backward_rows.start
+        seed = torch.zeros_like(ctx.backward_part(scores))
+        offset = loss_rows - (0 if ctx.backward_rows is None else ctx.backward_rows.start)
         seed[offset:offset + m] = -1.0 / batch
         seed[offset + m:offset + 2 * m] = 1.0 / batch
         self.rule.backward(saved, seed, ctx, need_input=False)
+        if chunk_penalty is None:
+            chunk_penalty = scores.new_zeros(())
         return wasserstein, chunk_penalty, norms
+
+    @staticmethod
+    def _check_scores(scores: torch.Tensor, rows: int) -> None:
+        if scores.numel() != rows:
+            raise ValueError(f"the critic must return one score per sample, got shape "
+                             f"{tuple(scores.shape)} for {rows} samples")
+
+    def _penalize(self, saved, scores, ctx, penalty, weight, center, batch, backend):
+        """Adjoint, penalty and tangent passes over the penalty rows; returns ``(P, norms)``."""
+        seed = torch.ones_like(ctx.penalty_part(scores))
+        m = seed.shape[0]
+        grad = self.rule.adjoint(saved, seed, ctx)
+        # norm_penalty averages over the chunk; weight m/B makes the chunks sum to the mean.
+        if penalty in ("r1", "r2"):
+            chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
+        else:
+            chunk_weight, one_sided = weight * m / batch, penalty == "lp"
+        chunk_penalty, norms = op_for("norm_penalty", backend)(grad, chunk_weight, center,
+                                                               one_sided)
+        tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided, backend)
+        self.rule.tangent(saved, tangent, ctx)
+        return chunk_penalty, norms

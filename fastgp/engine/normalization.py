@@ -59,14 +59,13 @@ class NormRule(Rule):
         return y, {"xn": xn, "rstd": rstd}
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        rows = ctx.penalty_rows
         saved["a_out"] = a_out
         g = self.grouped(self._scale(a_out))
-        return self._project(g, saved["xn"][rows], saved["rstd"][rows]).view_as(a_out)
+        xn, rstd = ctx.penalty_part(saved["xn"]), ctx.penalty_part(saved["rstd"])
+        return self._project(g, xn, rstd).view_as(a_out)
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        rows = ctx.penalty_rows
-        xn, rstd = saved["xn"][rows], saved["rstd"][rows]
+        xn, rstd = ctx.penalty_part(saved["xn"]), ctx.penalty_part(saved["rstd"])
         a_out = saved.pop("a_out")
         u = self.grouped(t_in)
         g = self.grouped(self._scale(a_out))
@@ -84,8 +83,7 @@ class NormRule(Rule):
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
-        rows = ctx.backward_rows
-        xn, rstd = saved["xn"][rows], saved["rstd"][rows]
+        xn, rstd = ctx.backward_part(saved["xn"]), ctx.backward_part(saved["rstd"])
         _, dims = self.affine_view(g_out)
         if self.weight_index is not None:
             ctx.add_grad(self.weight_index, (g_out * xn.view_as(g_out)).sum(dim=dims))

@@ -15,7 +15,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "fastgp/elementwise.h"
@@ -26,6 +29,23 @@ namespace {
 
 constexpr int64_t kElementGrain = 32768;  // elements per parallel task: ~100 µs of work
 constexpr int64_t kReductionChunk = 65536;  // elements of one sample summed by one task
+
+// a if take_a else b, chosen with bit masks instead of a branch: masks of activations are
+// random, so a branch mispredicts half the time (measured 2 ns vs 0.27 ns per element), and
+// GCC does not vectorize the select of a bool load. Bit-exact, unlike arithmetic blending.
+template <typename T>
+inline T select_bits(uint8_t take_a, T a, T b) {
+  using Bits = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  static_assert(sizeof(T) == sizeof(Bits), "select_bits needs a 32- or 64-bit type");
+  Bits ua, ub;
+  std::memcpy(&ua, &a, sizeof(T));
+  std::memcpy(&ub, &b, sizeof(T));
+  const Bits keep_a = Bits(0) - Bits(take_a);
+  const Bits r = (ua & keep_a) | (ub & ~keep_a);
+  T out;
+  std::memcpy(&out, &r, sizeof(T));
+  return out;
+}
 
 // Calls body(sample, begin, end) for each run [begin, end) of one sample inside [lo, hi).
 template <typename Body>
@@ -202,7 +222,6 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cpu(const at::Tensor& x_in,
   const int64_t n = x.numel();
   // A dense tensor is [outer, C, inner] in memory, inner = the channel dim's stride.
   const int64_t channels = x.size(channel_dim), inner = x.stride(channel_dim);
-  const int64_t rows = n / inner;  // (outer, channel) pairs
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     at::Tensor bias;
@@ -210,16 +229,29 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cpu(const at::Tensor& x_in,
     const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    bool* m = mask.mutable_data_ptr<bool>();
+    uint8_t* m = reinterpret_cast<uint8_t*>(mask.mutable_data_ptr<bool>());
     const acc_t slope = static_cast<acc_t>(negative_slope);
+    auto element = [&](int64_t j, acc_t shift) {
+      const acc_t y = static_cast<acc_t>(xs[j]) + shift;
+      const uint8_t positive = y > acc_t(0);
+      o[j] = static_cast<scalar_t>(select_bits<acc_t>(positive, y, y * slope));
+      m[j] = positive;
+    };
+    if (inner == 1 && b) {
+      // Channels innermost (channels_last, or Linear's last dim): rows of C, bias varies in j.
+      at::parallel_for(0, n / channels, std::max<int64_t>(1, kElementGrain / channels),
+                       [&](int64_t lo, int64_t hi) {
+        for (int64_t row = lo; row < hi; ++row) {
+          for (int64_t c = 0; c < channels; ++c) element(row * channels + c, static_cast<acc_t>(b[c]));
+        }
+      });
+      return;
+    }
+    const int64_t rows = n / inner;  // (outer, channel) pairs
     at::parallel_for(0, rows, std::max<int64_t>(1, kElementGrain / inner), [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row) {
         const acc_t shift = b ? static_cast<acc_t>(b[row % channels]) : acc_t(0);
-        for (int64_t j = row * inner; j < (row + 1) * inner; ++j) {
-          const acc_t y = static_cast<acc_t>(xs[j]) + shift;
-          o[j] = static_cast<scalar_t>(leaky_relu<acc_t>(y, slope));
-          m[j] = y > acc_t(0);
-        }
+        for (int64_t j = row * inner; j < (row + 1) * inner; ++j) element(j, shift);
       }
     });
   });
@@ -237,12 +269,13 @@ at::Tensor leaky_relu_mask_backward_cpu(const at::Tensor& grad_in, const at::Ten
                                   "leaky_relu_mask_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    const bool* m = mask.const_data_ptr<bool>();
+    const uint8_t* m = reinterpret_cast<const uint8_t*>(mask.const_data_ptr<bool>());
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const acc_t slope = static_cast<acc_t>(negative_slope);
     at::parallel_for(0, n, kElementGrain, [&](int64_t lo, int64_t hi) {
       for (int64_t j = lo; j < hi; ++j) {
-        o[j] = static_cast<scalar_t>(leaky_relu_grad<acc_t>(static_cast<acc_t>(g[j]), m[j], slope));
+        const acc_t grad_j = static_cast<acc_t>(g[j]);
+        o[j] = static_cast<scalar_t>(select_bits<acc_t>(m[j], grad_j, grad_j * slope));
       }
     });
   });
