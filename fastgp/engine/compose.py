@@ -1,6 +1,6 @@
 """Critics as rules: sequences, residual blocks, and the reader that builds them from modules.
 
-``build_rule(critic, parameter_index)`` reads a (nested) ``nn.Sequential`` of supported layers
+``build_rule(critic, parameters)`` reads a (nested) ``nn.Sequential`` of supported layers
 into a :class:`Chain`. A ``Linear``/``ConvNd`` followed by ``ReLU``/``LeakyReLU`` becomes one rule
 so that the bias add, the activation and its 1-byte mask are one fused op. Any other layer
 raises :class:`UnsupportedLayerError` naming it.
@@ -136,7 +136,18 @@ def _layer_rule(module: nn.Module, name: str, index: ParameterIndex,
         "fastgp.nn.Residual, nested nn.Sequential. fastgp.gradient_penalty works with any critic.")
 
 
+def _check_forward(module: nn.Module, name: str) -> None:
+    """A subclass that overrides ``forward`` computes something the layer list does not say."""
+    for base in (nn.Sequential, Residual):
+        if isinstance(module, base) and type(module).forward is not base.forward:
+            raise UnsupportedLayerError(
+                f"layer {name or type(module).__name__!r} ({type(module).__name__}) overrides "
+                f"{base.__name__}.forward, so its layers do not describe what it computes; use "
+                "fastgp.gradient_penalty, which works with any critic")
+
+
 def _flatten(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
+    _check_forward(module, name)
     if isinstance(module, nn.Sequential):
         return [pair for child_name, child in module.named_children()
                 for pair in _flatten(child, f"{name}.{child_name}" if name else child_name)]
@@ -157,6 +168,9 @@ def _chain(module: nn.Module, name: str, index: ParameterIndex) -> Chain:
     return Chain(rules)
 
 
-def build_rule(critic: nn.Module, index: ParameterIndex) -> Chain:
-    """The engine's view of ``critic``; raises :class:`UnsupportedLayerError` for unknown layers."""
-    return _chain(critic, "", index)
+def build_rule(critic: nn.Module, parameters: list[nn.Parameter]) -> Chain:
+    """The engine's view of ``critic``, its rules referring to ``parameters`` by position (the
+    gradients are accumulated in that order); raises :class:`UnsupportedLayerError` for unknown
+    layers."""
+    position = {id(p): i for i, p in enumerate(parameters)}
+    return _chain(critic, "", lambda p: None if p is None else position[id(p)])

@@ -75,8 +75,7 @@ class FusedCritic:
             raise ValueError(f"penalty_every must be an integer >= 1, got {penalty_every!r}")
         self.critic = critic
         self.parameters = list(critic.parameters())
-        position = {id(p): i for i, p in enumerate(self.parameters)}
-        self.rule = build_rule(critic, lambda p: None if p is None else position[id(p)])
+        self.rule = build_rule(critic, self.parameters)
         self.penalty_every = penalty_every
         self.channels_last = channels_last
         self.backend = backend

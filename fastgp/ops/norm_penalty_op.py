@@ -122,10 +122,11 @@ def penalty_input_gradient(grad: torch.Tensor, norms: torch.Tensor, weight: floa
                            one_sided: bool, backend: str) -> torch.Tensor:
     """``∂penalty/∂grad = s_i · g_i`` with ``p̄ = 1`` and no norm gradient, in one pass on the
     backend's kernel (composite ops for ``torch``): what the engine's tangent pass starts from."""
+    upstream = norms.new_ones(())
     if backend == "torch":
-        return composite_backward(grad, norms, None, None, weight, center, one_sided)
-    return op_for("norm_penalty_backward", backend)(grad, norms, norms.new_ones(()), None, weight,
-                                                    center, one_sided)
+        return composite_backward(grad, norms, upstream, None, weight, center, one_sided)
+    return op_for("norm_penalty_backward", backend)(grad, norms, upstream, None, weight, center,
+                                                    one_sided)
 
 
 _norm_penalty.register_autograd(

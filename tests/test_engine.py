@@ -1,0 +1,324 @@
+"""FusedCritic (Tier 2) against the fp64 oracle, Tier 1, and itself (micro-batches, lazy
+regularization, torch.compile), plus its errors."""
+
+import copy
+
+import pytest
+import torch
+from backends import BACKENDS
+from helpers import FP32_TOL, FP64_TOL, parameter_gradients, relative_error
+from torch import nn
+
+import fastgp
+from fastgp import reference
+from fastgp.counting import count
+from fastgp.nn import Residual
+from fastgp.train.models import dcgan_critic, resnet32_critic, toy_critic
+
+CRITICS = {
+    "toy_mlp_relu": (lambda: toy_critic(2, 16), (2,)),
+    "dcgan": (lambda: dcgan_critic(16, 3, 4), (3, 16, 16)),
+    "resnet32": (lambda: resnet32_critic(4), (3, 32, 32)),
+    "smooth_layernorm": (lambda: nn.Sequential(
+        nn.Linear(6, 16), nn.LayerNorm(16), nn.SiLU(), nn.Linear(16, 16), nn.GELU(),
+        nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 1)), (6,)),
+    "conv_groupnorm": (lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ELU(), nn.AvgPool2d(2),
+        nn.Conv2d(8, 8, 3, stride=2, groups=2), nn.Softplus(), nn.Flatten(), nn.Linear(8, 1)),
+        (3, 8, 8)),
+    "sequence_conv1d": (lambda: nn.Sequential(
+        nn.Conv1d(4, 8, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv1d(8, 8, 3, stride=2, dilation=2),
+        nn.Sigmoid(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, 1)), (4, 17)),
+    "volume_conv3d": (lambda: nn.Sequential(
+        nn.Conv3d(2, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Unflatten(1, (4, 8)),
+        nn.Flatten(), nn.Linear(32, 1)), (2, 4, 4, 4)),
+    "residual_smooth": (lambda: nn.Sequential(
+        nn.Linear(5, 8), Residual(nn.Sequential(nn.SiLU(), nn.Linear(8, 8)), nn.Linear(8, 8)),
+        nn.LayerNorm(8), nn.Linear(8, 1)), (5,)),
+}
+
+
+def _build(name, dtype=torch.float64, seed=0):
+    build, shape = CRITICS[name]
+    torch.manual_seed(seed)
+    return build().to(dtype), shape
+
+
+def _inputs(shape, batch, dtype=torch.float64, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    real = torch.randn((batch, *shape), generator=generator, dtype=dtype)
+    fake = torch.randn((batch, *shape), generator=generator, dtype=dtype)
+    return real, fake, torch.rand(batch, generator=generator, dtype=dtype)
+
+
+def _oracle(critic, real, fake, eps, penalty="gp", weight=10.0, center=1.0):
+    """Loss, penalty, norms and parameter gradients of the canonical eager code, in fp64."""
+    critic = copy.deepcopy(critic).double()
+    real, fake, eps = real.double(), fake.double(), eps.double()
+    w_loss = critic(fake).mean() - critic(real).mean()
+    if penalty in ("gp", "lp"):
+        value, norms = reference.gradient_penalty(critic, real, fake, eps, weight, center,
+                                                  one_sided=penalty == "lp")
+    elif penalty in ("r1", "r2"):
+        value, norms = reference.r1_penalty(critic, real if penalty == "r1" else fake, weight)
+    else:
+        value, norms = torch.zeros((), dtype=torch.float64), None
+    loss = w_loss + value
+    return loss.detach(), value.detach(), norms, parameter_gradients(loss, critic)
+
+
+def _fused(critic, real, fake, eps, backend=None, **options):
+    result = fastgp.FusedCritic(critic, backend=backend).step(real, fake, eps=eps, **options)
+    return result, [p.grad.clone() for p in critic.parameters()]
+
+
+def _errors(result, grads, expected):
+    loss, value, norms, expected_grads = expected
+    errors = {"loss": relative_error(result.loss, loss),
+              "penalty": relative_error(result.penalty, value),
+              "parameter_gradients": relative_error(grads, expected_grads)}
+    if norms is not None:
+        errors["norms"] = relative_error(result.norms, norms)
+    return errors
+
+
+@pytest.mark.parametrize("name", list(CRITICS))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_step_matches_oracle_fp64(name, batch):
+    critic, shape = _build(name)
+    real, fake, eps = _inputs(shape, batch)
+    result, grads = _fused(critic, real, fake, eps, backend="torch")
+    errors = _errors(result, grads, _oracle(critic, real, fake, eps))
+    assert max(errors.values()) <= FP64_TOL, errors
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["toy_mlp_relu", "dcgan", "smooth_layernorm"])
+def test_fused_step_matches_oracle_on_every_backend(name, backend):
+    critic, shape = _build(name)
+    real, fake, eps = _inputs(shape, 5 if backend == "triton" else 257 if name != "dcgan" else 9)
+    result, grads = _fused(critic, real, fake, eps, backend=backend)
+    errors = _errors(result, grads, _oracle(critic, real, fake, eps))
+    assert max(errors.values()) <= FP64_TOL, errors
+
+
+@pytest.mark.parametrize("name", list(CRITICS))
+def test_fused_step_fp32_within_tolerance_of_fp64_oracle(name):
+    critic, shape = _build(name, torch.float32)
+    real, fake, eps = _inputs(shape, 7, torch.float32)
+    result, grads = _fused(critic, real, fake, eps)
+    errors = _errors(result, grads, _oracle(critic, real, fake, eps))
+    assert max(errors.values()) <= FP32_TOL, errors
+
+
+@pytest.mark.parametrize("penalty,center", [("lp", 1.0), ("lp", 0.3), ("gp", 0.0), ("gp", 2.0),
+                                            ("r1", 1.0), ("r2", 1.0), ("none", 1.0)])
+@pytest.mark.parametrize("name", ["toy_mlp_relu", "residual_smooth"])
+def test_penalty_variants_match_oracle(name, penalty, center):
+    critic, shape = _build(name)
+    real, fake, eps = _inputs(shape, 6)
+    result, grads = _fused(critic, real, fake, eps, penalty=penalty, center=center, weight=3.0)
+    expected = _oracle(critic, real, fake, eps, penalty, 3.0, center)
+    errors = _errors(result, grads, expected)
+    assert max(errors.values()) <= FP64_TOL, errors
+    assert (result.norms is None) == (penalty == "none")
+
+
+def _random_composition(seed: int) -> nn.Sequential:
+    """A random critic from the supported layers (vector inputs of width 6)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+    activations = [lambda: nn.ReLU(), lambda: nn.LeakyReLU(0.2), lambda: nn.SiLU(),
+                   lambda: nn.Tanh(), lambda: nn.GELU(), lambda: nn.ELU(), lambda: nn.Softplus(),
+                   lambda: nn.LayerNorm(6), lambda: nn.Identity()]
+    layers: list[nn.Module] = []
+    for _ in range(int(torch.randint(1, 5, (1,), generator=generator))):
+        kind = pick(["linear", "activation", "residual", "groupnorm"])
+        if kind == "linear":
+            layers.append(nn.Linear(6, 6))
+        elif kind == "activation":
+            layers.append(pick(activations)())
+        elif kind == "groupnorm":
+            layers += [nn.Unflatten(1, (3, 2)), nn.GroupNorm(3, 3), nn.Flatten()]
+        else:
+            layers.append(Residual(nn.Sequential(pick(activations)(), nn.Linear(6, 6)),
+                                   pick([None, nn.Linear(6, 6)])))
+    return nn.Sequential(*layers, pick(activations)(), nn.Linear(6, 1))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_compositions_match_oracle(seed):
+    torch.manual_seed(seed)
+    critic = _random_composition(seed).double()
+    real, fake, eps = _inputs((6,), 4, seed=seed)
+    result, grads = _fused(critic, real, fake, eps)
+    errors = _errors(result, grads, _oracle(critic, real, fake, eps))
+    assert max(errors.values()) <= FP64_TOL, (critic, errors)
+
+
+@pytest.mark.parametrize("name", ["dcgan", "smooth_layernorm"])
+def test_fused_step_equals_tier1(name):
+    critic, shape = _build(name)
+    real, fake, eps = _inputs(shape, 5)
+    result, grads = _fused(critic, real, fake, eps)
+    penalty, norms = fastgp.gradient_penalty(critic, real, fake, eps=eps, return_norms=True)
+    loss = critic(fake).mean() - critic(real).mean() + penalty
+    assert relative_error(grads, parameter_gradients(loss, critic)) <= FP64_TOL
+    assert relative_error(result.norms, norms) <= FP64_TOL
+
+
+@pytest.mark.parametrize("name", ["toy_mlp_relu", "smooth_layernorm", "dcgan"])
+@pytest.mark.parametrize("penalty", ["gp", "r1"])
+def test_micro_batches_give_the_full_batch_result(name, penalty):
+    critic, shape = _build(name)
+    real, fake, eps = _inputs(shape, 10)
+    full, full_grads = _fused(critic, real, fake, eps, penalty=penalty)
+    chunked, chunked_grads = _fused(critic, real, fake, eps, penalty=penalty, micro_batch=3)
+    assert relative_error(chunked_grads, full_grads) <= 1e-13
+    assert relative_error(chunked.loss, full.loss) <= 1e-13
+    assert relative_error(chunked.norms, full.norms) <= 1e-13
+
+
+def test_micro_batches_bound_peak_memory():
+    critic, shape = _build("toy_mlp_relu", torch.float32)
+    critic = toy_critic(2, 256)
+    real, fake, eps = _inputs((2,), 2048, torch.float32)
+    fused = fastgp.FusedCritic(critic)
+    full, _ = count(lambda: fused.step(real, fake, eps=eps))
+    chunked, _ = count(lambda: fused.step(real, fake, eps=eps, micro_batch=128))
+    activation_bytes = 3 * 2048 * 256 * 4  # one hidden layer over all rows
+    assert full.peak_bytes > 2 * activation_bytes
+    assert chunked.peak_bytes < full.peak_bytes / 4
+
+
+def test_lazy_regularization_applies_k_times_the_penalty_every_k_steps():
+    critic, shape = _build("toy_mlp_relu")
+    real, fake, eps = _inputs(shape, 6)
+    fused = fastgp.FusedCritic(critic, penalty_every=3)
+    results = []
+    for _ in range(4):
+        results.append((fused.step(real, fake, eps=eps, weight=2.0),
+                        [p.grad.clone() for p in critic.parameters()]))
+    expected_on = _oracle(critic, real, fake, eps, "gp", 6.0)
+    expected_off = _oracle(critic, real, fake, eps, "none")
+    for step, (result, grads) in enumerate(results):
+        expected = expected_on if step % 3 == 0 else expected_off
+        errors = _errors(result, grads, expected)
+        assert max(errors.values()) <= FP64_TOL, (step, errors)
+
+
+def test_result_fields_and_gradient_norm_statistics():
+    critic, shape = _build("toy_mlp_relu")
+    real, fake, eps = _inputs(shape, 8)
+    result = fastgp.FusedCritic(critic).step(real, fake, eps=eps)
+    w = critic(real).mean() - critic(fake).mean()
+    assert relative_error(result.wasserstein, w) <= FP64_TOL
+    assert torch.allclose(result.loss, result.penalty - result.wasserstein)
+    stats = result.norm_stats()
+    assert stats["min"] <= stats["mean"] <= stats["max"]
+    assert stats["mean"] == pytest.approx(float(result.norms.mean()))
+
+
+def test_step_replaces_existing_gradients():
+    critic, shape = _build("toy_mlp_relu")
+    real, fake, eps = _inputs(shape, 4)
+    for p in critic.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    _, grads = _fused(critic, real, fake, eps)
+    _, _, _, expected = _oracle(critic, real, fake, eps)
+    assert relative_error(grads, expected) <= FP64_TOL
+
+
+def test_channels_last_and_contiguous_formats_agree():
+    critic, shape = _build("dcgan")
+    real, fake, eps = _inputs(shape, 4)
+    results = []
+    for channels_last in (True, False):
+        step = fastgp.FusedCritic(critic, channels_last=channels_last).step(real, fake, eps=eps)
+        results.append([p.grad.clone() for p in critic.parameters()] + [step.loss])
+    assert relative_error(results[0], results[1]) <= FP64_TOL
+
+
+def test_compiled_step_equals_eager_without_recompiling():
+    torch._dynamo.reset()
+    critic = toy_critic(2, 32)
+    fused = fastgp.FusedCritic(critic, backend="torch")
+    frames = []
+
+    def counting_backend(graph_module, example_inputs):
+        frames.append(graph_module)
+        return graph_module.forward
+
+    def step(real, fake, eps):
+        result = fused.step(real, fake, eps=eps)
+        return result.loss, [p.grad for p in critic.parameters()]
+
+    compiled = torch.compile(step, fullgraph=True, backend=counting_backend)
+    for seed in range(3):
+        real, fake, eps = _inputs((2,), 16, torch.float32, seed=seed)
+        loss, grads = compiled(real, fake, eps)
+        grads = [g.clone() for g in grads]
+        eager_loss, eager_grads = step(real, fake, eps)
+        assert relative_error(grads + [loss], eager_grads + [eager_loss]) <= 1e-6
+    assert len(frames) == 1
+
+
+def test_inductor_compiled_step_equals_eager():
+    torch._dynamo.reset()
+    critic = toy_critic(2, 16)
+    fused = fastgp.FusedCritic(critic, backend="torch")
+
+    def step(real, fake, eps):
+        result = fused.step(real, fake, eps=eps)
+        return result.loss, [p.grad for p in critic.parameters()]
+
+    compiled = torch.compile(step, fullgraph=True)
+    real, fake, eps = _inputs((2,), 8, torch.float32)
+    loss, grads = compiled(real, fake, eps)
+    grads = [g.clone() for g in grads]
+    eager_loss, eager_grads = step(real, fake, eps)
+    assert relative_error(grads + [loss], eager_grads + [eager_loss]) <= 1e-5
+
+
+@pytest.mark.parametrize("layer,message", [
+    (nn.BatchNorm1d(4), "mixes the samples"),
+    (nn.Dropout(0.1), "Dropout"),
+    (nn.Embedding(3, 4), "Embedding"),
+])
+def test_unsupported_layers_are_named_and_point_to_tier1(layer, message):
+    critic = nn.Sequential(nn.Linear(4, 4), nn.Sequential(layer), nn.Linear(4, 1))
+    with pytest.raises(fastgp.UnsupportedLayerError, match=message) as error:
+        fastgp.FusedCritic(critic)
+    assert "1.0" in str(error.value)  # the layer's name inside the critic
+    if not isinstance(layer, nn.BatchNorm1d):
+        assert "gradient_penalty" in str(error.value)
+
+
+def test_custom_forward_is_refused():
+    class Doubling(nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    with pytest.raises(fastgp.UnsupportedLayerError, match="forward"):
+        fastgp.FusedCritic(nn.Sequential(Doubling(nn.Linear(2, 1))))
+
+
+def test_bad_arguments_raise_clear_errors():
+    critic, shape = _build("toy_mlp_relu")
+    real, fake, eps = _inputs(shape, 4)
+    fused = fastgp.FusedCritic(critic)
+    with pytest.raises(ValueError, match="unknown penalty"):
+        fused.step(real, fake, penalty="wgan")
+    with pytest.raises(ValueError, match="micro_batch"):
+        fused.step(real, fake, micro_batch=0)
+    with pytest.raises(ValueError, match="critic's dtype"):
+        fused.step(real.float(), fake.float())
+    with pytest.raises(ValueError, match="same shape|shape"):
+        fused.step(real, fake[:3])
+    with pytest.raises(ValueError, match="penalty_every"):
+        fastgp.FusedCritic(critic, penalty_every=0)
+    with pytest.raises(ValueError, match="one score per sample"):
+        fastgp.FusedCritic(nn.Linear(2, 3).double()).step(real, fake)

@@ -1,0 +1,147 @@
+"""Each engine rule on its own against autograd in fp64: forward, adjoint, tangent (with the
+penalty's parameter gradients and the curvature term) and backward (with its parameter gradients).
+
+For a layer ``y = f(x; θ)`` and random ``a``, ``t``, ``g`` of the right shapes, the oracle is::
+
+    adjoint   Jᵀa = ∂⟨a, y⟩/∂x
+    tangent   J t = ∂⟨Jᵀa, t⟩/∂a,   penalty grads ∂⟨Jᵀa, t⟩/∂θ,   curvature ∂⟨Jᵀa, t⟩/∂x
+    backward  ∂⟨g, y⟩/∂x (+ curvature, injected on the same rows) and ∂⟨g, y⟩/∂θ
+"""
+
+import pytest
+import torch
+from helpers import FP64_TOL, relative_error
+from torch import nn
+
+from fastgp.engine.base import StepContext
+from fastgp.engine.compose import build_rule
+from fastgp.nn import Residual
+from fastgp.ops._registry import op_for
+
+LAYERS = {
+    "linear": (lambda: nn.Linear(7, 5), (3, 7)),
+    "linear_3d_input": (lambda: nn.Linear(7, 5), (3, 4, 7)),
+    "linear_leaky": (lambda: nn.Sequential(nn.Linear(7, 5), nn.LeakyReLU(0.1)), (3, 7)),
+    "linear_relu_no_bias": (lambda: nn.Sequential(nn.Linear(7, 5, bias=False), nn.ReLU()), (3, 7)),
+    "conv1d_stride_dilation_groups": (lambda: nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2,
+                                                        groups=2), (3, 4, 11)),
+    "conv2d_same": (lambda: nn.Conv2d(3, 4, 3, padding="same"), (2, 3, 5, 6)),
+    "conv2d_leaky_groups": (lambda: nn.Sequential(nn.Conv2d(4, 6, 4, 2, 1, groups=2),
+                                                  nn.LeakyReLU(0.2)), (2, 4, 8, 7)),
+    "conv3d_relu": (lambda: nn.Sequential(nn.Conv3d(2, 3, 3, stride=(1, 2, 1), padding=1),
+                                          nn.ReLU()), (2, 2, 4, 5, 3)),
+    "leaky_relu": (lambda: nn.LeakyReLU(0.3), (3, 4, 5)),
+    "relu": (lambda: nn.ReLU(), (3, 9)),
+    "silu": (lambda: nn.SiLU(), (3, 9)),
+    "tanh": (lambda: nn.Tanh(), (3, 9)),
+    "sigmoid": (lambda: nn.Sigmoid(), (3, 9)),
+    "softplus": (lambda: nn.Softplus(beta=2.0, threshold=1.0), (3, 9)),
+    "elu": (lambda: nn.ELU(alpha=0.7), (3, 9)),
+    "gelu": (lambda: nn.GELU(), (3, 9)),
+    "gelu_tanh": (lambda: nn.GELU(approximate="tanh"), (3, 9)),
+    "layernorm": (lambda: nn.LayerNorm([4, 5]), (3, 2, 4, 5)),
+    "layernorm_no_affine": (lambda: nn.LayerNorm(6, elementwise_affine=False), (3, 6)),
+    "groupnorm": (lambda: nn.GroupNorm(2, 6), (3, 6, 4, 3)),
+    "groupnorm_1d": (lambda: nn.GroupNorm(3, 6), (3, 6, 5)),
+    "flatten": (lambda: nn.Flatten(), (3, 2, 4, 5)),
+    "unflatten": (lambda: nn.Unflatten(1, (2, 5)), (3, 10)),
+    "identity": (lambda: nn.Identity(), (3, 4)),
+    "avgpool1d": (lambda: nn.AvgPool1d(3, stride=2, padding=1), (2, 3, 10)),
+    "avgpool2d_ceil": (lambda: nn.AvgPool2d(3, stride=2, ceil_mode=True,
+                                            count_include_pad=False, padding=1), (2, 3, 7, 6)),
+    "avgpool3d": (lambda: nn.AvgPool3d(2), (2, 2, 4, 4, 4)),
+    "adaptive_avgpool1d": (lambda: nn.AdaptiveAvgPool1d(3), (2, 3, 10)),
+    "adaptive_avgpool2d": (lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
+    "adaptive_avgpool3d": (lambda: nn.AdaptiveAvgPool3d(1), (2, 2, 3, 4, 5)),
+    "residual_smooth": (lambda: Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.SiLU(),
+                                                       nn.Conv2d(3, 3, 1)),
+                                         nn.Sequential(nn.AvgPool2d(1), nn.Conv2d(3, 3, 1))),
+                        (2, 3, 5, 5)),
+    "residual_identity": (lambda: Residual(nn.Sequential(nn.ReLU(), nn.Linear(6, 6))), (3, 6)),
+    "sequence_linear_silu_linear": (lambda: nn.Sequential(nn.Linear(3, 4), nn.SiLU(),
+                                                          nn.Linear(4, 2)), (2, 3)),
+}
+
+
+def _context(module: nn.Module, rows: int) -> tuple[StepContext, list[nn.Parameter]]:
+    parameters = list(module.parameters())
+    ctx = StepContext(None, None, slice(0, rows), op_for("bias_leaky_relu", "torch"),
+                      op_for("leaky_relu_mask_backward", "torch"), [None] * len(parameters))
+    return ctx, parameters
+
+
+def _oracle(module, x, a, t, g):
+    x = x.clone().requires_grad_(True)
+    a = a.clone().requires_grad_(True)
+    parameters = list(module.parameters())
+    y = module(x)
+    (adjoint,) = torch.autograd.grad(y, x, a, create_graph=True)
+    (tangent,) = torch.autograd.grad(adjoint, a, t, retain_graph=True)
+    q = (adjoint * t).sum()
+    curvature, *penalty_grads = torch.autograd.grad(q, [x, *parameters], allow_unused=True,
+                                                    retain_graph=True)
+    backward_input, *backward_grads = torch.autograd.grad(y, [x, *parameters], g, allow_unused=True)
+    zeros = lambda grads: [torch.zeros_like(p) if d is None else d  # noqa: E731
+                           for p, d in zip(parameters, grads, strict=True)]
+    curvature = torch.zeros_like(x) if curvature is None else curvature
+    return (y.detach(), adjoint.detach(), tangent, zeros(penalty_grads),
+            backward_input + curvature, zeros(backward_grads))
+
+
+def _filled(grads, parameters):
+    return [torch.zeros_like(p) if d is None else d for p, d in zip(parameters, grads, strict=True)]
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_rule_passes_match_autograd(name):
+    build, shape = LAYERS[name]
+    torch.manual_seed(0)
+    module = build().double()
+    x = torch.randn(shape, dtype=torch.float64)
+    y_shape = module(x).shape
+    a, g = torch.randn(y_shape, dtype=torch.float64), torch.randn(y_shape, dtype=torch.float64)
+    t = torch.randn(shape, dtype=torch.float64)
+    expected = _oracle(module, x, a, t, g)
+
+    rule = build_rule(module, list(module.parameters()))
+    ctx, parameters = _context(module, shape[0])
+    with torch.no_grad():
+        y, saved = rule.forward(x, ctx)
+        adjoint = rule.adjoint(saved, a, ctx)
+        tangent = rule.tangent(saved, t, ctx)
+        penalty_grads = _filled(ctx.grads, parameters)
+        ctx.grads = [None] * len(parameters)
+        backward_input = rule.backward(saved, g, ctx, need_input=True)
+        backward_grads = _filled(ctx.grads, parameters)
+
+    actual = (y, adjoint, tangent, penalty_grads, backward_input, backward_grads)
+    labels = ("forward", "adjoint", "tangent", "penalty parameter grads",
+              "backward input (+ curvature)", "backward parameter grads")
+    if isinstance(module, nn.Sequential | Residual):
+        # Inside a block, the curvature of an inner layer reaches the parameters below it in the
+        # backward pass, not the tangent pass: only the sum of the two is defined per block.
+        totals = lambda first, second: [p + q for p, q in zip(first, second, strict=True)]  # noqa: E731
+        actual = (*actual[:3], totals(actual[3], actual[5]), actual[4])
+        expected = (*expected[:3], totals(expected[3], expected[5]), expected[4])
+        labels = (*labels[:3], "parameter grads", labels[4])
+    errors = {label: relative_error(got, want)
+              for label, got, want in zip(labels, actual, expected, strict=True)
+              if not isinstance(want, list) or want}
+    assert max(errors.values()) <= FP64_TOL, errors
+
+
+def test_piecewise_linear_rules_have_no_curvature_and_smooth_ones_do():
+    def rule(critic):
+        return build_rule(critic, list(critic.parameters()))
+
+    assert not rule(nn.Sequential(nn.Conv2d(1, 1, 3), nn.LeakyReLU(), nn.AvgPool2d(2),
+                                  nn.Flatten(), nn.Linear(1, 1))).curvature
+    for smooth in (nn.SiLU(), nn.LayerNorm(3), nn.GroupNorm(1, 3), nn.Tanh()):
+        assert rule(nn.Sequential(nn.Linear(3, 3), smooth)).curvature
+
+
+def test_linear_followed_by_leaky_relu_is_one_fused_rule():
+    critic = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 1))
+    chain = build_rule(critic, list(critic.parameters()))
+    assert len(chain.rules) == 2
+    assert chain.rules[0].negative_slope == 0.2
