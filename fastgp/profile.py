@@ -18,8 +18,8 @@ A *critic step* is what a WGAN-GP trainer runs ``n_critic`` times per generator 
 - the *modeled* H100 time of both steps (:mod:`fastgp.roofline`).
 
 Paths: ``reference`` is :mod:`fastgp.reference` (the canonical code); ``tier1`` is
-:func:`fastgp.gradient_penalty` with the composite ops (input checks off, as in a training
-loop).
+:func:`fastgp.gradient_penalty` with the fastgp ops (input checks off, as in a training loop);
+``tier2`` is :class:`fastgp.FusedCritic` (its phases are the engine's passes, not autograd's).
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ from torch import nn
 from fastgp import ops, reference
 from fastgp.counting import Counts, OpCounter, count
 from fastgp.engine import FusedCritic
+from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
 from fastgp.penalty import gradient_penalty
 from fastgp.roofline import H100_SXM, GPUSpec, modeled_time
 
 PATHS = ("reference", "tier1", "tier2")
+OPTIMIZER_PHASE = "optimizer"
 PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
@@ -96,8 +98,34 @@ def _fused(critic: nn.Module) -> FusedCritic:
     return _FUSED[critic]
 
 
+def _phased_engine_step(critic, optimizer, real, fake, weight) -> dict[str, float]:
+    """The ``tier2`` step cut into the engine's passes (``fastgp.engine.PHASES``) + optimizer."""
+    device = real.device
+    seconds = dict.fromkeys((*ENGINE_PHASES, OPTIMIZER_PHASE), 0.0)
+    start = time.perf_counter()
+
+    def mark(phase: str) -> None:
+        nonlocal start
+        synchronize(device)
+        now = time.perf_counter()
+        seconds[phase] += now - start
+        start = now
+
+    fused = _fused(critic)
+    fused.phase_hook = mark
+    try:
+        fused.step(real, fake, weight=weight)
+    finally:
+        fused.phase_hook = None
+    optimizer.step()
+    mark(OPTIMIZER_PHASE)
+    return seconds
+
+
 def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float]:
     """The GP step of ``path`` cut into the phases of ``PHASES``, each timed (synchronized)."""
+    if path == "tier2":
+        return _phased_engine_step(critic, optimizer, real, fake, weight)
     blocks = reference if path == "reference" else ops
     device = real.device
     seconds = dict.fromkeys(PHASES, 0.0)
@@ -246,10 +274,10 @@ class GPProfile:
         total = sum(self.phases.values())
         shape = "×".join(str(s) for s in self.sample_shape)
         lines = [f"GP critic step, path={self.path}, batch {self.batch} × {shape}, device {self.device}",
-                 "", f"{'phase of the GP step':<36}{'ms':>10}{'share':>9}"]
+                 "", f"{'phase of the GP step':<42}{'ms':>10}{'share':>9}"]
         for phase, seconds in self.phases.items():
-            lines.append(f"{phase:<36}{1e3 * seconds:>10.2f}{100 * seconds / total:>8.1f}%")
-        lines.append(f"{'sum of phases':<36}{1e3 * total:>10.2f}")
+            lines.append(f"{phase:<42}{1e3 * seconds:>10.2f}{100 * seconds / total:>8.1f}%")
+        lines.append(f"{'sum of phases':<42}{1e3 * total:>10.2f}")
         gp_model, nogp_model = self.modeled(True), self.modeled(False)
         rows = [
             ("step time, median [min, max] ms", _stats_ms(self.gp_step), _stats_ms(self.nogp_step)),
@@ -322,7 +350,8 @@ def profile_gp(
     cuda_peak_bytes = _cuda_peak_bytes(gp_step, device) if device.type == "cuda" else None
     phase_samples = [_phased_step(gp_critic, gp_optimizer, real, fake, path, weight)
                      for _ in range(repeats)]
-    phases = {phase: statistics.median(sample[phase] for sample in phase_samples) for phase in PHASES}
+    phases = {phase: statistics.median(sample[phase] for sample in phase_samples)
+              for phase in phase_samples[0]}
     return GPProfile(
         path=path, batch=real.shape[0], sample_shape=tuple(real.shape[1:]), device=str(device),
         phases=phases, gp_step=timings["gp"], nogp_step=timings["nogp"], gp_counts=gp_counts,

@@ -83,3 +83,9 @@ def test_distinct_bytes():
     assert distinct_bytes(torch.zeros(4).expand(3, 4)) == 16
     assert distinct_bytes(torch.zeros(0, 4)) == 0
     assert distinct_bytes(torch.zeros(3, 4, dtype=torch.float64).t()) == 96
+
+
+def test_in_place_matmul_accumulation_counts_its_flops():
+    accumulator, a, b = torch.zeros(4, 5), torch.randn(4, 3), torch.randn(3, 5)
+    counts, _ = count(lambda: accumulator.addmm_(a, b))
+    assert counts.flops == 2 * 4 * 3 * 5

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fastgp.cli import main
+from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
 from fastgp.profile import PHASES, profile_gp
 
 
@@ -32,6 +33,17 @@ def test_profile_gp_reports_every_quantity(path):
         assert label in table
     # the caller's critic is not trained by the profiler
     assert all(torch.equal(a, b) for a, b in zip(before, critic.parameters(), strict=True))
+
+
+def test_profile_gp_tier2_reports_the_engine_passes_at_the_flop_floor():
+    critic = _tiny()
+    result = profile_gp(critic, torch.randn(4, 6), torch.randn(4, 6), path="tier2", repeats=2,
+                        warmup=1)
+    assert list(result.phases) == [*ENGINE_PHASES, "optimizer"]
+    assert all(v >= 0 for v in result.phases.values())
+    # The explicit step costs less than twice the step without penalty (5/3 on large layers).
+    assert result.nogp_counts.flops < result.gp_counts.flops < 2 * result.nogp_counts.flops
+    assert "tangent (penalty's parameter gradients)" in result.format_table()
 
 
 def test_profile_gp_rejects_bad_arguments():

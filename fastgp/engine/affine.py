@@ -73,7 +73,11 @@ class Affine(Rule):
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
         g_z = self._through_mask(saved, g_out, ctx.backward_part, ctx)
-        x = ctx.backward_part(saved["x"])
+        return self.backward_from(g_z, ctx.backward_part(saved["x"]), ctx, need_input)
+
+    def backward_from(self, g_z: torch.Tensor, x: torch.Tensor, ctx: StepContext,
+                      need_input: bool) -> torch.Tensor | None:
+        """Weight, bias and (when asked) input gradients from ``g_z`` at the layer's output."""
         self.add_weight_grad(g_z, x, ctx)
         if self.bias_index is not None:
             dims = [d for d in range(g_z.dim()) if d != self.channel_dim % g_z.dim()]
@@ -93,8 +97,9 @@ class LinearRule(Affine):
         return a_z.matmul(self.module.weight)
 
     def add_weight_grad(self, a_z: torch.Tensor, x: torch.Tensor, ctx: StepContext) -> None:
-        ctx.add_matmul_grad(self.weight_index, a_z.reshape(-1, a_z.shape[-1]),
-                            x.reshape(-1, x.shape[-1]))
+        if a_z.dim() > 2:  # rows of all leading dims (reshape is an op even when it is a view)
+            a_z, x = a_z.reshape(-1, a_z.shape[-1]), x.reshape(-1, x.shape[-1])
+        ctx.add_matmul_grad(self.weight_index, a_z, x)
 
 
 class ConvRule(Affine):
@@ -117,9 +122,20 @@ class ConvRule(Affine):
 
     def _conv_backward(self, grad: torch.Tensor, x: torch.Tensor, mask: list[bool]):
         m = self.module
+        bias_sizes = None if m.bias is None else list(m.bias.shape)
         return torch.ops.aten.convolution_backward(
-            grad, x, m.weight, None, list(m.stride), list(self.padding), list(m.dilation), False,
-            [0] * self.dims, m.groups, mask)
+            grad, x, m.weight, bias_sizes, list(m.stride), list(self.padding), list(m.dilation),
+            False, [0] * self.dims, m.groups, mask)
+
+    def backward_from(self, g_z: torch.Tensor, x: torch.Tensor, ctx: StepContext,
+                      need_input: bool) -> torch.Tensor | None:
+        # One call computes the input, weight and bias gradients from one read of g_z.
+        grad_x, grad_w, grad_b = self._conv_backward(
+            g_z, x, [need_input, True, self.bias_index is not None])
+        ctx.add_grad(self.weight_index, grad_w)
+        if self.bias_index is not None:
+            ctx.add_grad(self.bias_index, grad_b)
+        return grad_x
 
     def input_adjoint(self, a_z: torch.Tensor, x_like: torch.Tensor) -> torch.Tensor:
         return self._conv_backward(a_z, x_like, [True, False, False])[0]

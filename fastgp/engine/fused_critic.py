@@ -13,6 +13,7 @@ and writes ``∂loss/∂θ`` into every parameter's ``.grad``, with the four fir
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,9 @@ from fastgp.ops.backend import resolve
 from fastgp.ops.norm_penalty_op import penalty_input_gradient
 
 PENALTIES = ("gp", "lp", "r1", "r2", "none")
+#: Where a step's time goes, in the order the passes run (see ``FusedCritic.phase_hook``).
+PHASES = ("forward", "adjoint (input gradient)", "norm + penalty",
+          "tangent (penalty's parameter gradients)", "backward (W-loss and curvature)")
 
 
 class CriticStep(NamedTuple):
@@ -80,6 +84,8 @@ class FusedCritic:
         self.channels_last = channels_last
         self.backend = backend
         self._phase = 0  # step number modulo penalty_every; 0 is a penalty step
+        #: Called with the name of each phase of ``PHASES`` as it ends (the profiler's timer).
+        self.phase_hook: Callable[[str], None] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
@@ -164,11 +170,7 @@ class FusedCritic:
         first = parts[0]
         stacked = torch.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype,
                               device=first.device, memory_format=self._memory_format(first))
-        start = 0
-        for part in parts:
-            stacked[start:start + part.shape[0]].copy_(part)
-            start += part.shape[0]
-        return stacked
+        return torch.cat(parts, out=stacked)
 
     def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
         """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk.
@@ -184,17 +186,17 @@ class FusedCritic:
                    "mask_product": op_for("leaky_relu_mask_backward", backend), "grads": grads}
         chunk_penalty, norms = None, None
         if penalty in ("gp", "lp") and not self.rule.curvature:
-            memory_format = self._memory_format(real)
-            x_hat = op_for("interpolate", backend)(real.contiguous(memory_format=memory_format),
-                                                   fake.contiguous(memory_format=memory_format), eps)
+            # The stacked batch is written first so that x̂ is mixed from it in its memory format.
+            x = self._stack([real, fake])
+            x_hat = op_for("interpolate", backend)(x[:m], x[m:], eps)
             ctx = StepContext(None, None, None, **kernels)
             scores, saved = self.rule.forward(x_hat, ctx)
+            self._mark(PHASES[0])
             self._check_scores(scores, m)
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
             del saved
             loss_rows, ctx = 0, StepContext(None, None, None, **kernels)
-            x = self._stack([real, fake])
         else:
             if penalty in ("gp", "lp"):
                 x_hat = op_for("interpolate", backend)(real, fake, eps)
@@ -207,21 +209,28 @@ class FusedCritic:
             ctx = StepContext(penalty_rows, backward_rows,
                               penalty_rows if visit_penalty_rows else None, **kernels)
         scores, saved = self.rule.forward(x, ctx)
+        self._mark(PHASES[0])
         self._check_scores(scores, x.shape[0])
         if penalty != "none" and chunk_penalty is None:
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
-        real_scores = scores[loss_rows:loss_rows + m]
-        fake_scores = scores[loss_rows + m:loss_rows + 2 * m]
-        wasserstein = (real_scores.sum() - fake_scores.sum()) / batch
-        seed = torch.zeros_like(ctx.backward_part(scores))
-        offset = loss_rows - (0 if ctx.backward_rows is None else ctx.backward_rows.start)
-        seed[offset:offset + m] = -1.0 / batch
-        seed[offset + m:offset + 2 * m] = 1.0 / batch
-        self.rule.backward(saved, seed, ctx, need_input=False)
+        # ∂loss/∂score: −1/B on the real rows, +1/B on the fake rows; W = −⟨seed, scores⟩.
+        loss_seed = scores.new_full((2 * m,), 1.0 / batch)
+        loss_seed[:m] = -1.0 / batch
+        loss_scores = scores if loss_rows == 0 else scores[loss_rows:]
+        wasserstein = -torch.dot(loss_scores.reshape(-1), loss_seed)
+        seed = loss_seed
+        if ctx.backward_rows is None and loss_rows:  # the x̂ rows start with a zero cotangent
+            seed = torch.cat([loss_seed.new_zeros(loss_rows), loss_seed])
+        self.rule.backward(saved, seed.view(-1, *scores.shape[1:]), ctx, need_input=False)
+        self._mark(PHASES[4])
         if chunk_penalty is None:
             chunk_penalty = scores.new_zeros(())
         return wasserstein, chunk_penalty, norms
+
+    def _mark(self, phase: str) -> None:
+        if self.phase_hook is not None:
+            self.phase_hook(phase)
 
     @staticmethod
     def _check_scores(scores: torch.Tensor, rows: int) -> None:
@@ -234,6 +243,7 @@ class FusedCritic:
         seed = torch.ones_like(ctx.penalty_part(scores))
         m = seed.shape[0]
         grad = self.rule.adjoint(saved, seed, ctx)
+        self._mark(PHASES[1])
         # norm_penalty averages over the chunk; weight m/B makes the chunks sum to the mean.
         if penalty in ("r1", "r2"):
             chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
@@ -242,5 +252,7 @@ class FusedCritic:
         chunk_penalty, norms = op_for("norm_penalty", backend)(grad, chunk_weight, center,
                                                                one_sided)
         tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided, backend)
+        self._mark(PHASES[2])
         self.rule.tangent(saved, tangent, ctx)
+        self._mark(PHASES[3])
         return chunk_penalty, norms
