@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import fastgp
 from fastgp.counting import count
-from fastgp.profile import PATHS, critic_step, matmul_flops_per_second, time_interleaved
+from fastgp.profile import PATHS, critic_step, matmul_flops_per_second, paper_adam, time_interleaved
 from fastgp.roofline import H100_SXM, modeled_time
 from fastgp.train.models import dcgan_critic, resnet32_critic, toy_critic
 
@@ -119,7 +119,7 @@ def run_case(case: Case, paths: Sequence[str], repeats: int, warmup: int,
     steps = {}
     for path in (*paths, NO_GP):
         path_critic = copy.deepcopy(critic)
-        optimizer = torch.optim.Adam(path_critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+        optimizer = paper_adam(path_critic)
         penalty_path = None if path == NO_GP else path
         steps[path] = (lambda c=path_critic, o=optimizer, p=penalty_path:
                        critic_step(c, o, real, fake, p))

@@ -47,8 +47,8 @@ OPTIMIZER_PHASE = "optimizer"
 PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
-__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step", "profile_gp",
-           "matmul_flops_per_second"]
+__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step", "paper_adam",
+           "profile_gp", "matmul_flops_per_second"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -56,8 +56,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _paper_adam(critic: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9))
+def paper_adam(critic: nn.Module) -> torch.optim.Optimizer:
+    """Adam with the WGAN-GP paper's settings, fused (one kernel for all parameters).
+
+    Fused Adam is the fastest torch implementation (on the 2-core CPU 0.33 vs 1.02 ms per step for
+    the toy MLP, 0.24 vs 3.24 ms for the DCGAN-32 critic, vs the per-parameter loop) and
+    dispatches one op instead of ~10 per parameter, so step counts measure the penalty's work.
+    """
+    return torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.5, 0.9), fused=True)
 
 
 def critic_step(
@@ -336,7 +342,7 @@ def profile_gp(
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     device = real.device
     gp_critic, nogp_critic = copy.deepcopy(critic), copy.deepcopy(critic)
-    gp_optimizer, nogp_optimizer = _paper_adam(gp_critic), _paper_adam(nogp_critic)
+    gp_optimizer, nogp_optimizer = paper_adam(gp_critic), paper_adam(nogp_critic)
 
     def gp_step():
         return critic_step(gp_critic, gp_optimizer, real, fake, path, weight)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fastgp.engine.activations import LeakyRule, SmoothRule, smooth_derivatives
-from fastgp.engine.affine import ConvRule, LinearRule
+from fastgp.engine.affine import ConvRule, FlattenLinearRule, LinearRule
 from fastgp.engine.base import Rule, Saved, StepContext, UnsupportedLayerError
 from fastgp.engine.linear_maps import AdaptiveAvgPoolRule, AvgPoolRule, IdentityRule, ReshapeRule
 from fastgp.engine.normalization import GroupNormRule, LayerNormRule
@@ -154,6 +154,10 @@ def _flatten(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
     return [(name or type(module).__name__, module)]
 
 
+def _is_full_flatten(module: nn.Module) -> bool:
+    return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1
+
+
 def _chain(module: nn.Module, name: str, index: ParameterIndex) -> Chain:
     layers = _flatten(module, name)
     rules: list[Rule] = []
@@ -161,6 +165,13 @@ def _chain(module: nn.Module, name: str, index: ParameterIndex) -> Chain:
     while position < len(layers):
         layer_name, layer = layers[position]
         following = layers[position + 1][1] if position + 1 < len(layers) else None
+        if _is_full_flatten(layer) and isinstance(following, nn.Linear):
+            after = layers[position + 2][1] if position + 2 < len(layers) else None
+            slope = None if after is None else _leaky_slope(after)
+            rules.append(FlattenLinearRule(following, index(following.weight),
+                                           index(following.bias), slope))
+            position += 2 if slope is None else 3
+            continue
         slope = None if following is None else _leaky_slope(following)
         fuses = slope is not None and isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
         rules.append(_layer_rule(layer, layer_name, index, slope if fuses else None))
