@@ -5,7 +5,7 @@ import copy
 
 import pytest
 import torch
-from backends import BACKENDS
+from backends import AVAILABLE, BACKENDS
 from helpers import FP32_TOL, FP64_TOL, parameter_gradients, relative_error
 from torch import nn
 
@@ -242,10 +242,11 @@ def test_channels_last_and_contiguous_formats_agree():
     assert relative_error(results[0], results[1]) <= FP64_TOL
 
 
-def test_compiled_step_equals_eager_without_recompiling():
+@pytest.mark.parametrize("backend", [b for b in AVAILABLE if b != "triton"])
+def test_compiled_step_equals_eager_without_recompiling(backend):
     torch._dynamo.reset()
     critic = toy_critic(2, 32)
-    fused = fastgp.FusedCritic(critic, backend="torch")
+    fused = fastgp.FusedCritic(critic, backend=backend)
     frames = []
 
     def counting_backend(graph_module, example_inputs):

@@ -32,6 +32,19 @@ PHASES = ("forward", "adjoint (input gradient)", "norm + penalty",
           "tangent (penalty's parameter gradients)", "backward (W-loss and curvature)")
 
 
+def _kernel(name: str, backend: str):
+    """The op ``name`` of ``backend`` as the engine calls it.
+
+    The engine needs no autograd formulas, so in eager mode the native kernels are called
+    directly (a C++ dispatch instead of the Python custom-op layer: ~20 µs less per call, 15
+    calls per step of the toy MLP); under ``torch.compile`` the custom op, which has a fake
+    kernel, is traced instead.
+    """
+    if backend == "native" and not torch.compiler.is_compiling():
+        return getattr(torch.ops.fastgp_native, name)
+    return op_for(name, backend)
+
+
 class CriticStep(NamedTuple):
     """What one step computed (detached; no device sync until a value is read).
 
@@ -182,13 +195,13 @@ class FusedCritic:
         the W-loss rows: both run one stacked batch through all passes.
         """
         m = real.shape[0]
-        kernels = {"leaky": op_for("bias_leaky_relu", backend),
-                   "mask_product": op_for("leaky_relu_mask_backward", backend), "grads": grads}
+        kernels = {"leaky": _kernel("bias_leaky_relu", backend),
+                   "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
         chunk_penalty, norms = None, None
         if penalty in ("gp", "lp") and not self.rule.curvature:
             # The stacked batch is written first so that x̂ is mixed from it in its memory format.
             x = self._stack([real, fake])
-            x_hat = op_for("interpolate", backend)(x[:m], x[m:], eps)
+            x_hat = _kernel("interpolate", backend)(x[:m], x[m:], eps)
             ctx = StepContext(None, None, None, **kernels)
             scores, saved = self.rule.forward(x_hat, ctx)
             self._mark(PHASES[0])
@@ -199,7 +212,7 @@ class FusedCritic:
             loss_rows, ctx = 0, StepContext(None, None, None, **kernels)
         else:
             if penalty in ("gp", "lp"):
-                x_hat = op_for("interpolate", backend)(real, fake, eps)
+                x_hat = _kernel("interpolate", backend)(real, fake, eps)
                 x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
             else:
                 x, loss_rows = self._stack([real, fake]), 0
@@ -249,8 +262,8 @@ class FusedCritic:
             chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
         else:
             chunk_weight, one_sided = weight * m / batch, penalty == "lp"
-        chunk_penalty, norms = op_for("norm_penalty", backend)(grad, chunk_weight, center,
-                                                               one_sided)
+        chunk_penalty, norms = _kernel("norm_penalty", backend)(grad, chunk_weight, center,
+                                                                one_sided)
         tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided, backend)
         self._mark(PHASES[2])
         self.rule.tangent(saved, tangent, ctx)
