@@ -46,6 +46,8 @@ class StepContext:
     leaky: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     mask_product: Callable[..., torch.Tensor]
     grads: list[torch.Tensor | None] = field(default_factory=list)
+    #: No backward follows the tangent pass: each layer's saved tensors are freed after it.
+    release_after_tangent: bool = False
 
     def penalty_part(self, saved: torch.Tensor) -> torch.Tensor:
         return saved if self.penalty_rows is None else saved[self.penalty_rows]

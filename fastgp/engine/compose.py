@@ -50,6 +50,8 @@ class Chain(Rule):
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         for rule, rule_saved in zip(self.rules, saved["tape"], strict=True):
             t_in = rule.tangent(rule_saved, t_in, ctx)
+            if ctx.release_after_tangent:
+                rule_saved.clear()
         return t_in
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
@@ -58,6 +60,7 @@ class Chain(Rule):
         for position in range(len(pairs) - 1, -1, -1):
             rule, rule_saved = pairs[position]
             g_out = rule.backward(rule_saved, g_out, ctx, need_input or position > 0)
+            rule_saved.clear()  # the backward is the last pass: free the layer's tensors now
         return g_out
 
 

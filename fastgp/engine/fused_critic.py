@@ -188,45 +188,58 @@ class FusedCritic:
     def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
         """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk.
 
-        Piecewise-linear critics with GP/LP run the penalty rows first (forward over x̂, adjoint,
-        penalty, tangent; their saved tensors are freed), then the W-loss rows: the x̂ rows need
-        no backward, so no activation of theirs outlives the penalty passes. Critics with
-        curvature need a backward over the x̂ rows too, and R1/R2 share the penalty rows with
-        the W-loss rows: both run one stacked batch through all passes.
+        Piecewise-linear critics with GP/LP run two independent halves: the W-loss rows (forward
+        and backward over ``[real; fake]``), then the penalty rows (forward over x̂, adjoint,
+        penalty, tangent). The x̂ rows need no backward, so each half frees its saved tensors
+        layer by layer as its last pass goes, and the parameter gradients of the second half are
+        the only thing the first leaves behind. Critics with curvature need a backward over the
+        x̂ rows too, and R1/R2 share the penalty rows with the W-loss rows: both run one stacked
+        batch through all passes.
         """
         m = real.shape[0]
         kernels = {"leaky": _kernel("bias_leaky_relu", backend),
                    "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
-        chunk_penalty, norms = None, None
         if penalty in ("gp", "lp") and not self.rule.curvature:
             # The stacked batch is written first so that x̂ is mixed from it in its memory format.
             x = self._stack([real, fake])
             x_hat = _kernel("interpolate", backend)(x[:m], x[m:], eps)
-            ctx = StepContext(None, None, None, **kernels)
+            wasserstein = self._loss_pass(x, StepContext(None, None, None, **kernels), 0, m, batch)
+            del x
+            ctx = StepContext(None, None, None, release_after_tangent=True, **kernels)
             scores, saved = self.rule.forward(x_hat, ctx)
             self._mark(PHASES[0])
             self._check_scores(scores, m)
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
-            del saved
-            loss_rows, ctx = 0, StepContext(None, None, None, **kernels)
+            return wasserstein, chunk_penalty, norms
+        if penalty in ("gp", "lp"):
+            x_hat = _kernel("interpolate", backend)(real, fake, eps)
+            x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
         else:
-            if penalty in ("gp", "lp"):
-                x_hat = _kernel("interpolate", backend)(real, fake, eps)
-                x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
-            else:
-                x, loss_rows = self._stack([real, fake]), 0
-                penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
-            visit_penalty_rows = penalty_rows is not None and self.rule.curvature
-            backward_rows = None if visit_penalty_rows or not loss_rows else slice(m, 3 * m)
-            ctx = StepContext(penalty_rows, backward_rows,
-                              penalty_rows if visit_penalty_rows else None, **kernels)
+            x, loss_rows = self._stack([real, fake]), 0
+            penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
+        visit_penalty_rows = penalty_rows is not None and self.rule.curvature
+        backward_rows = None if visit_penalty_rows or not loss_rows else slice(m, 3 * m)
+        ctx = StepContext(penalty_rows, backward_rows,
+                          penalty_rows if visit_penalty_rows else None, **kernels)
         scores, saved = self.rule.forward(x, ctx)
         self._mark(PHASES[0])
         self._check_scores(scores, x.shape[0])
-        if penalty != "none" and chunk_penalty is None:
+        chunk_penalty, norms = scores.new_zeros(()), None
+        if penalty_rows is not None:
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
+        return self._backward(saved, scores, ctx, loss_rows, m, batch), chunk_penalty, norms
+
+    def _loss_pass(self, x, ctx, loss_rows, m, batch):
+        """Forward over ``x`` and the backward of its W-loss rows; returns the chunk's share of W."""
+        scores, saved = self.rule.forward(x, ctx)
+        self._mark(PHASES[0])
+        self._check_scores(scores, x.shape[0])
+        return self._backward(saved, scores, ctx, loss_rows, m, batch)
+
+    def _backward(self, saved, scores, ctx, loss_rows, m, batch):
+        """The last pass: the W-loss backward (and the curvature terms); returns the share of W."""
         # ∂loss/∂score: −1/B on the real rows, +1/B on the fake rows; W = −⟨seed, scores⟩.
         loss_seed = scores.new_full((2 * m,), 1.0 / batch)
         loss_seed[:m] = -1.0 / batch
@@ -237,9 +250,7 @@ class FusedCritic:
             seed = torch.cat([loss_seed.new_zeros(loss_rows), loss_seed])
         self.rule.backward(saved, seed.view(-1, *scores.shape[1:]), ctx, need_input=False)
         self._mark(PHASES[4])
-        if chunk_penalty is None:
-            chunk_penalty = scores.new_zeros(())
-        return wasserstein, chunk_penalty, norms
+        return wasserstein
 
     def _mark(self, phase: str) -> None:
         if self.phase_hook is not None:
