@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fastgp.train.data import TOY_DATASETS
-from fastgp.train.trainer import TrainConfig, Trainer, sample
+from fastgp.train.trainer import CRITIC_STEPS, TrainConfig, Trainer, sample
 
 
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +44,9 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
+                        help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
+                             "auto: the engine when it supports the critic")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -63,10 +66,13 @@ def _run_train(args: argparse.Namespace) -> int:
         dataset=args.dataset, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, gp_weight=args.gp_weight, lr=args.lr, hidden=args.hidden,
         depth=args.depth, seed=args.seed, eval_every=args.eval_every, device=args.device,
+        critic_step=args.critic_step,
     )
-    print(f"fastgp train: {config.dataset}, {config.steps} generator steps -> {args.out}")
+    trainer = Trainer(config, args.out, progress=not args.no_progress)
+    print(f"fastgp train: {config.dataset}, {config.steps} generator steps -> {args.out}; "
+          f"critic step: {trainer.critic_step_name}")
     try:
-        final = Trainer(config, args.out, progress=not args.no_progress).run()
+        final = trainer.run()
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint and metrics saved in {args.out}", file=sys.stderr)
         return 130

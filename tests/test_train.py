@@ -109,3 +109,36 @@ def test_invalid_config_is_refused():
         TrainConfig(steps=0).validate()
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"dataset": "8gaussians", "learning_rate": 1.0})
+
+
+def test_critic_step_uses_the_engine_when_it_supports_the_critic(tmp_path):
+    from fastgp.train.trainer import TrainConfig, Trainer
+
+    config = TrainConfig(steps=2, eval_every=100, eval_samples=64, hidden=16)
+    assert Trainer(config, tmp_path / "a", progress=False).fused_critic is not None
+    tier1 = TrainConfig(steps=2, eval_every=100, eval_samples=64, hidden=16, critic_step="tier1")
+    assert Trainer(tier1, tmp_path / "b", progress=False).fused_critic is None
+    with pytest.raises(ValueError, match="critic_step"):
+        Trainer(TrainConfig(critic_step="fast"), tmp_path / "c", progress=False)
+
+
+def test_engine_and_tier1_critic_steps_train_alike(tmp_path):
+    """Same seed, data and ε: the two critic steps differ by rounding, which Adam can turn into
+    at most a few learning-rate-sized steps on near-zero gradient components."""
+    from fastgp.train.trainer import TrainConfig, Trainer
+
+    finals, logs = [], []
+    for path in ("engine", "tier1"):
+        config = TrainConfig(steps=5, eval_every=100, eval_samples=64, hidden=16, log_every=1,
+                             critic_step=path)
+        trainer = Trainer(config, tmp_path / path, progress=False)
+        trainer.run()
+        finals.append([p.detach().clone() for p in trainer.critic.parameters()])
+        with open(tmp_path / path / "metrics.csv") as handle:
+            logs.append([{k: float(v) for k, v in row.items() if k != "seconds"}
+                         for row in csv.DictReader(handle)])
+    for engine_param, tier1_param in zip(*finals, strict=True):
+        torch.testing.assert_close(engine_param, tier1_param, rtol=0, atol=5 * config.lr)
+    for engine_row, tier1_row in zip(*logs, strict=True):
+        for column in ("w_estimate", "penalty", "grad_norm_mean", "critic_loss"):
+            assert engine_row[column] == pytest.approx(tier1_row[column], rel=1e-3, abs=1e-6)
