@@ -47,6 +47,9 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
                         help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
                              "auto: the engine when it supports the critic")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint (same options; "
+                             "--steps may be larger)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -68,7 +71,7 @@ def _run_train(args: argparse.Namespace) -> int:
         depth=args.depth, seed=args.seed, eval_every=args.eval_every, device=args.device,
         critic_step=args.critic_step,
     )
-    trainer = Trainer(config, args.out, progress=not args.no_progress)
+    trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume)
     print(f"fastgp train: {config.dataset}, {config.steps} generator steps -> {args.out}; "
           f"critic step: {trainer.critic_step_name}")
     try:

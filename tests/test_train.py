@@ -142,3 +142,66 @@ def test_engine_and_tier1_critic_steps_train_alike(tmp_path):
     for engine_row, tier1_row in zip(*logs, strict=True):
         for column in ("w_estimate", "penalty", "grad_norm_mean", "critic_loss"):
             assert engine_row[column] == pytest.approx(tier1_row[column], rel=1e-3, abs=1e-6)
+
+
+def _resume_config(steps):
+    return TrainConfig(steps=steps, eval_every=3, eval_samples=64, hidden=16, log_every=1)
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    whole = Trainer(_resume_config(6), tmp_path / "whole", progress=False)
+    whole.run()
+    Trainer(_resume_config(3), tmp_path / "split", progress=False).run()
+    resumed = Trainer(_resume_config(6), tmp_path / "split", progress=False, resume=True)
+    assert resumed.step == 3
+    resumed.run()
+    for a, b in zip(whole.critic.parameters(), resumed.critic.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(whole.generator.parameters(), resumed.generator.parameters(), strict=True):
+        assert torch.equal(a, b)
+    rows = []
+    for folder in ("whole", "split"):
+        with open(tmp_path / folder / "metrics.csv") as handle:
+            rows.append([{k: v for k, v in row.items() if k != "seconds"}
+                         for row in csv.DictReader(handle)])
+    assert rows[0] == rows[1] and len(rows[0]) == 6
+
+
+def test_resume_refuses_a_changed_config_or_a_foreign_checkpoint(tmp_path):
+    Trainer(_resume_config(2), tmp_path / "run", progress=False).run()
+    changed = _resume_config(4)
+    changed.gp_weight = 1.0
+    with pytest.raises(ValueError, match="gp_weight"):
+        Trainer(changed, tmp_path / "run", progress=False, resume=True)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    del state["rng"]
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        Trainer(_resume_config(4), tmp_path / "run", progress=False, resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(_resume_config(4), tmp_path / "empty", progress=False, resume=True)
+
+
+def test_sigterm_stops_after_the_current_step_and_the_run_resumes_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    original = Trainer._train_step
+
+    def terminate_during_step_4(self):
+        row = original(self)
+        if self.step == 3:  # the signal arrives while step 4 is being computed
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+
+    monkeypatch.setattr(Trainer, "_train_step", terminate_during_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_resume_config(6), tmp_path / "split", progress=False).run()
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["step"] == 4
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    resumed = Trainer(_resume_config(6), tmp_path / "split", progress=False, resume=True)
+    resumed.run()
+    whole = Trainer(_resume_config(6), tmp_path / "whole", progress=False)
+    whole.run()
+    for a, b in zip(whole.critic.parameters(), resumed.critic.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -60,13 +60,25 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class MetricsLog:
-    """Append rows to ``metrics.csv``, flushed after each row so a crash keeps what was logged."""
+    """Append rows to ``metrics.csv``, flushed after each row so a crash keeps what was logged.
 
-    def __init__(self, path: Path, columns: list[str]) -> None:
+    ``resume_after_step`` continues an existing log: rows logged after that step (by a run that
+    went on past its last checkpoint) are dropped, since the resumed run logs them again.
+    """
+
+    def __init__(self, path: Path, columns: list[str], resume_after_step: int | None = None) -> None:
         self.columns = columns
+        kept: list[dict] = []
+        if resume_after_step is not None and path.is_file():
+            with open(path, newline="") as handle:
+                kept = [row for row in csv.DictReader(handle)
+                        if int(float(row["step"])) <= resume_after_step]
         self._handle = open(path, "w", newline="")
         self._writer = csv.DictWriter(self._handle, fieldnames=columns)
         self._writer.writeheader()
+        for row in kept:
+            self._writer.writerow({column: row.get(column, "") for column in columns})
+        self._handle.flush()
 
     def append(self, row: dict[str, float]) -> None:
         self._writer.writerow({column: row[column] for column in self.columns})

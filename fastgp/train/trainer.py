@@ -11,9 +11,12 @@ step runs on :class:`fastgp.FusedCritic` when it supports the critic (``critic_s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,7 @@ from fastgp.train.models import toy_critic, toy_generator
 from fastgp.train.plots import plot_toy_samples, plot_training_curves
 
 CRITIC_STEPS = ("auto", "engine", "tier1")
+CHECKPOINT_FORMAT = 1
 
 LOG_COLUMNS = [
     "step", "critic_loss", "generator_loss", "w_estimate", "penalty",
@@ -97,7 +101,8 @@ def build_critic(config: TrainConfig) -> nn.Module:
 class Trainer:
     """Runs one WGAN-GP training job and writes its run folder."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True,
+                 resume: bool = False) -> None:
         config.validate()
         self.config = config
         self.out_dir = Path(out_dir)
@@ -121,6 +126,12 @@ class Trainer:
         self.eval_noise = torch.randn(config.eval_samples, config.noise_dim, generator=evaluation_stream)
         self.eval_real = self.data.sample(config.eval_samples, evaluation_stream)
         self.step = 0
+        self.seconds_before = 0.0  # training time of the run before a resume
+        self._start: float | None = None  # perf_counter origin of the training-time axis
+        self._stop_requested = False  # set by Ctrl-C / SIGTERM: stop after the current step
+        self.resumed = resume
+        if resume:
+            self._restore(run_folder.load_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE))
 
     def _engine_for(self, critic: nn.Module) -> FusedCritic | None:
         """The engine for the critic step, or None for Tier 1 (``config.critic_step``)."""
@@ -141,26 +152,29 @@ class Trainer:
         """Train for ``config.steps`` generator steps; returns the final metrics."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE, dataclasses.asdict(self.config))
-        log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS)
-        start = time.perf_counter()
+        log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS,
+                                    resume_after_step=self.step if self.resumed else None)
+        start = self._start = time.perf_counter() - self.seconds_before
         # Redraw often on a terminal, rarely in a log file (CI, nohup) so logs stay readable.
         redraw_seconds = 0.1 if sys.stderr.isatty() else 10.0
-        bar = tqdm(total=self.config.steps, disable=not self.progress, unit="step",
-                   dynamic_ncols=True, mininterval=redraw_seconds)
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress,
+                   unit="step", dynamic_ncols=True, mininterval=redraw_seconds)
         interrupted = False
         try:
-            while self.step < self.config.steps:
-                row = self._train_step()
-                self.step += 1
-                bar.update(1)
-                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                    row |= {"step": self.step, "seconds": time.perf_counter() - start}
-                    self._check_finite(row)
-                    log.append(row)
-                    bar.set_postfix(W=f"{row['w_estimate']:.4f}", gp=f"{row['penalty']:.4f}")
-                if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
-                    self.evaluate(f"samples_step{self.step:06d}.png")
-                    self.save_checkpoint()
+            with self._stop_between_steps():
+                while self.step < self.config.steps and not self._stop_requested:
+                    row = self._train_step()
+                    self.step += 1
+                    bar.update(1)
+                    if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                        row |= {"step": self.step, "seconds": time.perf_counter() - start}
+                        self._check_finite(row)
+                        log.append(row)
+                        bar.set_postfix(W=f"{row['w_estimate']:.4f}", gp=f"{row['penalty']:.4f}")
+                    if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
+                        self.evaluate(f"samples_step{self.step:06d}.png")
+                        self.save_checkpoint()
+            interrupted = self._stop_requested
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -177,6 +191,27 @@ class Trainer:
         if interrupted:
             raise KeyboardInterrupt
         return final
+
+    @contextlib.contextmanager
+    def _stop_between_steps(self):
+        """Ctrl-C and SIGTERM end the run after the current step, so the checkpoint written on
+        the way out is one a resumed run continues exactly; a second Ctrl-C stops at once."""
+        self._stop_requested = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _train_step(self) -> dict[str, float]:
         config = self.config
@@ -242,14 +277,49 @@ class Trainer:
         return metrics
 
     def save_checkpoint(self) -> None:
+        """Everything a resumed run needs to continue exactly: models, optimizers, step, time and
+        the random streams (noise and ε from the global generator, real samples from the data
+        stream)."""
+        rng = {"torch": torch.get_rng_state(), "data": self.data_stream.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        start = self._start
         run_folder.save_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE, {
+            "format": CHECKPOINT_FORMAT,
             "step": self.step,
+            "seconds": self.seconds_before if start is None else time.perf_counter() - start,
             "config": dataclasses.asdict(self.config),
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
             "generator_optimizer": self.generator_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
+            "rng": rng,
         })
+
+    def _restore(self, state: dict) -> None:
+        """Continue from a checkpoint of a run with the same config (``steps`` may grow)."""
+        path = self.out_dir / run_folder.CHECKPOINT_FILE
+        if state.get("format") != CHECKPOINT_FORMAT or "rng" not in state:
+            raise ValueError(f"checkpoint {path} was written by another version of fastgp "
+                             f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}); "
+                             "it cannot be resumed")
+        saved = dict(state["config"])
+        current = dataclasses.asdict(self.config)
+        differing = sorted(key for key in current if key != "steps" and saved.get(key) != current[key])
+        if differing:
+            changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
+            raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
+                             "steps may change")
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.data_stream.set_state(state["rng"]["data"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.step = int(state["step"])
+        self.seconds_before = float(state["seconds"])
 
 
 def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
