@@ -47,9 +47,11 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
                         help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
                              "auto: the engine when it supports the critic")
+    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
+                        help="step-numbered checkpoints kept in checkpoints/")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (same options; "
-                             "--steps may be larger)")
+                        help="continue the run in --out from its checkpoint (same options; --steps, "
+                             "--eval-every, --keep-checkpoints may change)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -69,7 +71,7 @@ def _run_train(args: argparse.Namespace) -> int:
         dataset=args.dataset, steps=args.steps, batch_size=args.batch_size,
         n_critic=args.n_critic, gp_weight=args.gp_weight, lr=args.lr, hidden=args.hidden,
         depth=args.depth, seed=args.seed, eval_every=args.eval_every, device=args.device,
-        critic_step=args.critic_step,
+        critic_step=args.critic_step, keep_checkpoints=args.keep_checkpoints,
     )
     trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume)
     print(f"fastgp train: {config.dataset}, {config.steps} generator steps -> {args.out}; "

@@ -205,3 +205,22 @@ def test_sigterm_stops_after_the_current_step_and_the_run_resumes_exactly(tmp_pa
     whole.run()
     for a, b in zip(whole.critic.parameters(), resumed.critic.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_last_k_checkpoints_are_kept_and_load(tmp_path):
+    config = TrainConfig(steps=9, eval_every=2, eval_samples=64, hidden=16, keep_checkpoints=2)
+    Trainer(config, tmp_path, progress=False).run()
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert kept == ["step_00000008.pt", "step_00000009.pt"]
+    assert load_checkpoint(tmp_path / "checkpoints" / kept[0])["step"] == 8
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 9
+
+
+def test_cli_resume_continues_a_run_to_more_steps(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), *TINY]) == 0
+    first = load_checkpoint(tmp_path / "checkpoint.pt")["step"]
+    more = list(TINY)
+    more[more.index("--steps") + 1] = str(first + 4)
+    assert main(["train", "--out", str(tmp_path), *more, "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == first + 4
+    assert "critic step: engine" in capsys.readouterr().out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ CONFIG_FILE = "config.json"
 METRICS_CSV = "metrics.csv"
 FINAL_METRICS = "final_metrics.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_HISTORY = "checkpoints"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -46,6 +48,22 @@ def read_json(path: Path) -> dict:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def keep_history(latest: Path, folder: Path, name: str, keep: int) -> None:
+    """Keep a copy of ``latest`` as ``folder/name`` and delete all but the ``keep`` newest
+    copies (names sort by age). The copy is a hard link when the file system allows it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    temporary = folder / f".{name}.tmp"
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(latest, temporary)
+    except OSError:
+        shutil.copyfile(latest, temporary)
+    os.replace(temporary, target)
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink()
 
 
 def load_checkpoint(path: Path) -> dict:

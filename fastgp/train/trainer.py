@@ -40,6 +40,8 @@ from fastgp.train.plots import plot_toy_samples, plot_training_curves
 
 CRITIC_STEPS = ("auto", "engine", "tier1")
 CHECKPOINT_FORMAT = 1
+# Options that change neither the models nor the random streams: a resumed run may set them anew.
+RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
 
 LOG_COLUMNS = [
     "step", "critic_loss", "generator_loss", "w_estimate", "penalty",
@@ -68,10 +70,11 @@ class TrainConfig:
     eval_samples: int = 2500
     device: str = "cpu"
     critic_step: str = "auto"  # engine (FusedCritic), tier1 (gradient_penalty), auto: engine if it can
+    keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
 
     def validate(self) -> None:
         positive = ["steps", "batch_size", "n_critic", "hidden", "depth", "noise_dim",
-                    "log_every", "eval_every", "eval_samples"]
+                    "log_every", "eval_every", "eval_samples", "keep_checkpoints"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -295,6 +298,9 @@ class Trainer:
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "rng": rng,
         })
+        run_folder.keep_history(self.out_dir / run_folder.CHECKPOINT_FILE,
+                                self.out_dir / run_folder.CHECKPOINT_HISTORY,
+                                f"step_{self.step:08d}.pt", self.config.keep_checkpoints)
 
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint of a run with the same config (``steps`` may grow)."""
@@ -305,11 +311,12 @@ class Trainer:
                              "it cannot be resumed")
         saved = dict(state["config"])
         current = dataclasses.asdict(self.config)
-        differing = sorted(key for key in current if key != "steps" and saved.get(key) != current[key])
+        differing = sorted(key for key in current
+                           if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
         if differing:
             changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
             raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
-                             "steps may change")
+                             f"{', '.join(RESUMABLE_CHANGES)} may change")
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
