@@ -104,28 +104,33 @@ def _fused(critic: nn.Module) -> FusedCritic:
     return _FUSED[critic]
 
 
+class PhaseTimer:
+    """Adds the time since the previous mark (synchronized) to the phase named at each mark."""
+
+    def __init__(self, phases: tuple[str, ...], device: torch.device) -> None:
+        self.seconds = dict.fromkeys(phases, 0.0)
+        self.device = device
+        self._start = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[phase] += now - self._start
+        self._start = now
+
+
 def _phased_engine_step(critic, optimizer, real, fake, weight) -> dict[str, float]:
     """The ``tier2`` step cut into the engine's passes (``fastgp.engine.PHASES``) + optimizer."""
-    device = real.device
-    seconds = dict.fromkeys((*ENGINE_PHASES, OPTIMIZER_PHASE), 0.0)
-    start = time.perf_counter()
-
-    def mark(phase: str) -> None:
-        nonlocal start
-        synchronize(device)
-        now = time.perf_counter()
-        seconds[phase] += now - start
-        start = now
-
+    timer = PhaseTimer((*ENGINE_PHASES, OPTIMIZER_PHASE), real.device)
     fused = _fused(critic)
-    fused.phase_hook = mark
+    fused.phase_hook = timer.mark
     try:
         fused.step(real, fake, weight=weight)
     finally:
         fused.phase_hook = None
     optimizer.step()
-    mark(OPTIMIZER_PHASE)
-    return seconds
+    timer.mark(OPTIMIZER_PHASE)
+    return timer.seconds
 
 
 def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float]:
@@ -134,16 +139,8 @@ def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float
         return _phased_engine_step(critic, optimizer, real, fake, weight)
     blocks = reference if path == "reference" else ops
     device = real.device
-    seconds = dict.fromkeys(PHASES, 0.0)
-    start = time.perf_counter()
-
-    def mark(phase: str) -> None:
-        nonlocal start
-        synchronize(device)
-        now = time.perf_counter()
-        seconds[phase] += now - start
-        start = now
-
+    timer = PhaseTimer(PHASES, device)
+    mark = timer.mark
     optimizer.zero_grad(set_to_none=True)
     loss = critic(fake).mean() - critic(real).mean()
     mark(PHASES[5])
@@ -160,7 +157,7 @@ def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float
     mark(PHASES[4])
     optimizer.step()
     mark(PHASES[5])
-    return seconds
+    return timer.seconds
 
 
 def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 10) -> float:

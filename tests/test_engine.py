@@ -183,7 +183,6 @@ def test_micro_batches_give_the_full_batch_result(name, penalty):
 
 
 def test_micro_batches_bound_peak_memory():
-    critic, shape = _build("toy_mlp_relu", torch.float32)
     critic = toy_critic(2, 256)
     real, fake, eps = _inputs((2,), 2048, torch.float32)
     fused = fastgp.FusedCritic(critic)
