@@ -19,8 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastgp.train.config import (
+    CRITIC_STEPS,
+    INITIALIZATIONS,
+    LOSSES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PENALTIES,
+    TrainConfig,
+)
 from fastgp.train.data import TOY_DATASETS
-from fastgp.train.trainer import CRITIC_STEPS, TrainConfig, Trainer, sample
+from fastgp.train.trainer import Trainer, sample
 
 
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,12 +44,27 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="generator steps")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--n-critic", type=int, default=defaults.n_critic,
-                        help="critic steps per generator step")
-    parser.add_argument("--gp-weight", type=float, default=defaults.gp_weight, help="λ")
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss)
+    parser.add_argument("--penalty", choices=PENALTIES, default=None,
+                        help="default: the loss's own (gp, lp, none for wgan-clip and gan)")
+    parser.add_argument("--gp-weight", type=float, default=None,
+                        help="λ of gp/lp/dragan, γ of r1/r2 (default: 0.1 on toy data, 10 on images)")
+    parser.add_argument("--penalty-every", type=int, default=defaults.penalty_every,
+                        help="lazy regularization: the penalty (×k) on every k-th critic step")
+    parser.add_argument("--clip", type=float, default=defaults.clip, help="wgan-clip's bound")
+    parser.add_argument("--n-critic", type=int, default=None,
+                        help="critic steps per generator step (default: 5 for WGANs, 1 for gan)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                        help="default: rmsprop for wgan-clip, adam otherwise")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="default: 5e-5 for wgan-clip, 1e-4 otherwise")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
+    parser.add_argument("--init", choices=INITIALIZATIONS, default=defaults.init)
+    parser.add_argument("--ema", type=float, default=defaults.ema,
+                        help="decay of the generator's weight average used for samples (0: off)")
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
     parser.add_argument("--depth", type=int, default=defaults.depth)
+    parser.add_argument("--noise-dim", type=int, default=defaults.noise_dim)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--device", default=defaults.device)
@@ -68,13 +92,17 @@ def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
-        dataset=args.dataset, steps=args.steps, batch_size=args.batch_size,
-        n_critic=args.n_critic, gp_weight=args.gp_weight, lr=args.lr, hidden=args.hidden,
-        depth=args.depth, seed=args.seed, eval_every=args.eval_every, device=args.device,
-        critic_step=args.critic_step, keep_checkpoints=args.keep_checkpoints,
+        dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, loss=args.loss,
+        penalty=args.penalty, gp_weight=args.gp_weight, penalty_every=args.penalty_every,
+        clip=args.clip, n_critic=args.n_critic, optimizer=args.optimizer, lr=args.lr,
+        lr_schedule=args.lr_schedule, init=args.init, ema=args.ema, hidden=args.hidden,
+        depth=args.depth, noise_dim=args.noise_dim, seed=args.seed, eval_every=args.eval_every,
+        device=args.device, critic_step=args.critic_step, keep_checkpoints=args.keep_checkpoints,
     )
     trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume)
-    print(f"fastgp train: {config.dataset}, {config.steps} generator steps -> {args.out}; "
+    config = trainer.config
+    print(f"fastgp train: {config.dataset}, {config.loss} (penalty {config.penalty}, "
+          f"n_critic {config.n_critic}), {config.steps} generator steps -> {args.out}; "
           f"critic step: {trainer.critic_step_name}")
     try:
         final = trainer.run()

@@ -11,6 +11,7 @@ from fastgp.cli import main
 from fastgp.train import TrainConfig, Trainer, load_generator
 from fastgp.train.run_folder import load_checkpoint
 
+TIMINGS = {"seconds", "seconds_per_step"}  # wall-clock columns differ between identical runs
 TINY = ["--steps", "20", "--hidden", "16", "--eval-every", "10", "--no-progress"]
 
 
@@ -64,15 +65,38 @@ def test_sample_command_writes_the_generators_output(tiny_run, tmp_path):
 def test_checkpoint_holds_the_trained_state(tiny_run):
     state = load_checkpoint(tiny_run / "checkpoint.pt")
     assert state["step"] == 20
-    generator, _ = load_generator(tiny_run)
+    generator, _ = load_generator(tiny_run)  # samples come from the weight average
     for name, tensor in generator.state_dict().items():
-        assert torch.equal(tensor, state["generator"][name])
+        assert torch.equal(tensor, state["generator_average"][f"module.{name}"])
+        assert not torch.equal(tensor, state["generator"][name])
+
+
+def test_weight_average_follows_its_recurrence(tmp_path, monkeypatch):
+    """ema₁ = θ₁, emaₖ = d·emaₖ₋₁ + (1 − d)·θₖ after each generator step."""
+    decay = 0.9
+    config = TrainConfig(steps=4, eval_every=100, eval_samples=64, hidden=16, ema=decay)
+    trainer = Trainer(config, tmp_path, progress=False)
+    weights = []
+    original = Trainer._train_step
+
+    def record(self):
+        result = original(self)
+        weights.append({k: v.detach().clone().double() for k, v in self.generator.state_dict().items()})
+        return result
+
+    monkeypatch.setattr(Trainer, "_train_step", record)
+    trainer.run()
+    expected = weights[0]
+    for current in weights[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * current[k] for k in expected}
+    for name, tensor in trainer.sampler.state_dict().items():
+        torch.testing.assert_close(tensor.double(), expected[name], rtol=1e-6, atol=1e-7)
 
 
 def test_same_seed_same_run(tmp_path):
     for name in ("a", "b"):
         assert main(["train", "--out", str(tmp_path / name), *TINY, "--seed", "7"]) == 0
-    strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]  # noqa: E731
     assert strip(_metrics_rows(tmp_path / "a")) == strip(_metrics_rows(tmp_path / "b"))
 
 
@@ -115,9 +139,9 @@ def test_critic_step_uses_the_engine_when_it_supports_the_critic(tmp_path):
     from fastgp.train.trainer import TrainConfig, Trainer
 
     config = TrainConfig(steps=2, eval_every=100, eval_samples=64, hidden=16)
-    assert Trainer(config, tmp_path / "a", progress=False).fused_critic is not None
+    assert Trainer(config, tmp_path / "a", progress=False).objectives.engine is not None
     tier1 = TrainConfig(steps=2, eval_every=100, eval_samples=64, hidden=16, critic_step="tier1")
-    assert Trainer(tier1, tmp_path / "b", progress=False).fused_critic is None
+    assert Trainer(tier1, tmp_path / "b", progress=False).objectives.engine is None
     with pytest.raises(ValueError, match="critic_step"):
         Trainer(TrainConfig(critic_step="fast"), tmp_path / "c", progress=False)
 
@@ -135,24 +159,27 @@ def test_engine_and_tier1_critic_steps_train_alike(tmp_path):
         trainer.run()
         finals.append([p.detach().clone() for p in trainer.critic.parameters()])
         with open(tmp_path / path / "metrics.csv") as handle:
-            logs.append([{k: float(v) for k, v in row.items() if k != "seconds"}
+            logs.append([{k: float(v) for k, v in row.items() if k not in TIMINGS}
                          for row in csv.DictReader(handle)])
     for engine_param, tier1_param in zip(*finals, strict=True):
-        torch.testing.assert_close(engine_param, tier1_param, rtol=0, atol=5 * config.lr)
+        torch.testing.assert_close(engine_param, tier1_param, rtol=0, atol=5 * trainer.config.lr)
     for engine_row, tier1_row in zip(*logs, strict=True):
         for column in ("w_estimate", "penalty", "grad_norm_mean", "critic_loss"):
             assert engine_row[column] == pytest.approx(tier1_row[column], rel=1e-3, abs=1e-6)
 
 
-def _resume_config(steps):
-    return TrainConfig(steps=steps, eval_every=3, eval_samples=64, hidden=16, log_every=1)
+def _resume_config(steps, lr_schedule="linear"):
+    return TrainConfig(steps=steps, eval_every=3, eval_samples=64, hidden=16, log_every=1,
+                       lr_schedule=lr_schedule)
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
-    whole = Trainer(_resume_config(6), tmp_path / "whole", progress=False)
+def test_extending_a_run_matches_an_uninterrupted_one(tmp_path):
+    """A 3-step run resumed to 6 steps equals a 6-step run (constant learning rate: a linear
+    decay depends on the total number of steps)."""
+    whole = Trainer(_resume_config(6, "constant"), tmp_path / "whole", progress=False)
     whole.run()
-    Trainer(_resume_config(3), tmp_path / "split", progress=False).run()
-    resumed = Trainer(_resume_config(6), tmp_path / "split", progress=False, resume=True)
+    Trainer(_resume_config(3, "constant"), tmp_path / "split", progress=False).run()
+    resumed = Trainer(_resume_config(6, "constant"), tmp_path / "split", progress=False, resume=True)
     assert resumed.step == 3
     resumed.run()
     for a, b in zip(whole.critic.parameters(), resumed.critic.parameters(), strict=True):
@@ -162,7 +189,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     rows = []
     for folder in ("whole", "split"):
         with open(tmp_path / folder / "metrics.csv") as handle:
-            rows.append([{k: v for k, v in row.items() if k != "seconds"}
+            rows.append([{k: v for k, v in row.items() if k not in TIMINGS}
                          for row in csv.DictReader(handle)])
     assert rows[0] == rows[1] and len(rows[0]) == 6
 
@@ -204,6 +231,8 @@ def test_sigterm_stops_after_the_current_step_and_the_run_resumes_exactly(tmp_pa
     whole = Trainer(_resume_config(6), tmp_path / "whole", progress=False)
     whole.run()
     for a, b in zip(whole.critic.parameters(), resumed.critic.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(whole.sampler.parameters(), resumed.sampler.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

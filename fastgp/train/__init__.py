@@ -1,5 +1,6 @@
-"""Training: toy data, models, the WGAN-GP trainer, metrics, run folders and plots."""
+"""Training: data, models, the WGAN trainer, metrics, run folders and plots."""
 
-from fastgp.train.trainer import TrainConfig, Trainer, load_generator, sample
+from fastgp.train.config import TrainConfig
+from fastgp.train.trainer import Trainer, load_generator, sample
 
 __all__ = ["TrainConfig", "Trainer", "load_generator", "sample"]

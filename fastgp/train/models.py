@@ -1,10 +1,12 @@
-"""Generators and critics: the WGAN-GP paper's toy MLPs, DCGAN and ResNet critics.
+"""Generators and critics: the WGAN-GP paper's toy MLPs, DCGAN and ResNet models.
 
 Every model is a plain ``nn.Sequential`` (residual blocks as ``fastgp.nn.Residual``), so that the
-engine can read its layers.
+engine can read a critic's layers. Image models take and produce ``(B, C, H, W)`` in [-1, 1].
 """
 
 from __future__ import annotations
+
+import math
 
 from torch import nn
 
@@ -34,15 +36,48 @@ def toy_critic(data_dim: int = 2, hidden: int = 512, depth: int = 3) -> nn.Seque
     return mlp(data_dim, 1, hidden, depth)
 
 
+def _check_dcgan_size(image_size: int) -> int:
+    """The number of 2× resolution steps between 4×4 and ``image_size``."""
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+    return int(math.log2(image_size)) - 2
+
+
+def dcgan_generator(noise_dim: int, image_size: int, channels: int, width: int = 64) -> nn.Sequential:
+    """DCGAN generator (Radford et al. 2016), the mirror of :func:`dcgan_critic`.
+
+    Linear(noise → top·4·4) + BatchNorm + ReLU, reshaped to ``(top, 4, 4)`` with
+    ``top = width · 2^(k−1)`` for ``k = log2(image_size) − 2`` upsamplings; then k − 1 blocks of
+    ConvTranspose2d(4, stride 2, padding 1) + BatchNorm + ReLU that double the resolution and
+    halve the width, and a last ConvTranspose2d to ``channels`` + Tanh (the WGAN-GP paper's
+    CIFAR-10 DCGAN generator for 32×32: 256·4·4 → 128@8 → 64@16 → 3@32).
+    Output ``(B, channels, image_size, image_size)`` in (−1, 1); 8×8 images have one upsampling.
+    """
+    upsamplings = _check_dcgan_size(image_size)
+    top = width * 2 ** (upsamplings - 1)
+    layers: list[nn.Module] = [
+        nn.Linear(noise_dim, top * 4 * 4), nn.BatchNorm1d(top * 4 * 4), nn.ReLU(),
+        nn.Unflatten(1, (top, 4, 4)),
+    ]
+    in_channels = top
+    for _ in range(upsamplings - 1):
+        layers += [nn.ConvTranspose2d(in_channels, in_channels // 2, 4, 2, 1),
+                   nn.BatchNorm2d(in_channels // 2), nn.ReLU()]
+        in_channels //= 2
+    # no BatchNorm on the output: the Tanh alone sets the pixel range
+    layers += [nn.ConvTranspose2d(in_channels, channels, 4, 2, 1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
 def dcgan_critic(image_size: int = 32, channels: int = 3, width: int = 64) -> nn.Sequential:
     """DCGAN critic (Radford et al. 2016) without BatchNorm, as used with a gradient penalty.
 
     Stride-2 4×4 convolutions halve the image down to 4×4 while doubling the width from
     ``width``; LeakyReLU(0.2) between them; a linear layer maps the 4×4 features to one score.
-    32×32 inputs get 3 convolutions (64-128-256), 64×64 inputs 4 (64-128-256-512).
+    8×8 inputs get 1 convolution (64), 32×32 inputs 3 (64-128-256), 64×64 inputs 4
+    (64-128-256-512).
     """
-    if image_size < 8 or image_size & (image_size - 1):
-        raise ValueError(f"image_size must be a power of two >= 8, got {image_size}")
+    _check_dcgan_size(image_size)
     layers: list[nn.Module] = []
     size, in_channels, out_channels = image_size, channels, width
     while size > 4:
@@ -82,3 +117,57 @@ def resnet32_critic(width: int = 128, channels: int = 3) -> nn.Sequential:
 
     return nn.Sequential(first, down, plain_block(), plain_block(), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 1))
+
+
+def _upsampling_block(width: int) -> Residual:
+    """The paper's ``ResidualBlock(resample='up')``: pre-activation body, upsampled 1×1 shortcut."""
+    return Residual(
+        nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Upsample(scale_factor=2, mode="nearest"),
+                      nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                      nn.Conv2d(width, width, 3, padding=1)),
+        nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 1)),
+    )
+
+
+def resnet32_generator(noise_dim: int = 128, width: int = 128, channels: int = 3) -> nn.Sequential:
+    """The WGAN-GP paper's CIFAR-10 ResNet generator (``gan_cifar_resnet.py``).
+
+    Linear(noise → width·4·4) reshaped to ``(width, 4, 4)``; three upsampling residual blocks
+    (BatchNorm, ReLU, nearest 2× upsample, conv 3×3, BatchNorm, ReLU, conv 3×3; shortcut:
+    upsample + conv 1×1) take it to 32×32; then BatchNorm, ReLU, conv 3×3 to ``channels`` and
+    Tanh. Output ``(B, channels, 32, 32)`` in (−1, 1).
+    """
+    return nn.Sequential(
+        nn.Linear(noise_dim, width * 4 * 4), nn.Unflatten(1, (width, 4, 4)),
+        _upsampling_block(width), _upsampling_block(width), _upsampling_block(width),
+        nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, channels, 3, padding=1), nn.Tanh(),
+    )
+
+
+ARCHITECTURES = ("dcgan", "resnet")
+
+
+def image_models(sample_shape: tuple[int, ...], noise_dim: int, architecture: str = "dcgan",
+                 width: int | None = None) -> tuple[nn.Sequential, nn.Sequential]:
+    """``(generator, critic)`` for square images of shape ``sample_shape = (C, H, W)``.
+
+    ``dcgan``: :func:`dcgan_generator` and :func:`dcgan_critic`, any power-of-two size >= 8,
+    ``width`` 64 by default. ``resnet``: :func:`resnet32_generator` and :func:`resnet32_critic`,
+    32×32 only, ``width`` 128 by default.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}: expected one of {ARCHITECTURES}")
+    if len(sample_shape) != 3:
+        raise ValueError(f"image models need a (C, H, W) sample shape, got {tuple(sample_shape)}")
+    channels, height, image_width = sample_shape
+    if height != image_width:
+        raise ValueError(f"image models need square images, got {height}×{image_width}")
+    if architecture == "dcgan":
+        width = 64 if width is None else width
+        return (dcgan_generator(noise_dim, height, channels, width),
+                dcgan_critic(height, channels, width))
+    if height != 32:
+        raise ValueError(f"the resnet architecture needs 32×32 images, got {height}×{image_width}; "
+                         "resize the data to 32×32 (image_size=32) or use dcgan")
+    width = 128 if width is None else width
+    return resnet32_generator(noise_dim, width, channels), resnet32_critic(width, channels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fastgp.train.run_folder import atomic_write  # noqa: E402
 
 
 def plot_toy_samples(
@@ -69,3 +73,42 @@ def plot_training_curves(path: Path, metrics_csv: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def save_image_grid(
+    path: Path, images: torch.Tensor, nrow: int | None = None, scale: int | None = None
+) -> None:
+    """Write images (N, C, H, W) in [-1, 1], C = 1 (grey) or 3 (RGB), as one PNG grid.
+
+    Tiles fill rows of ``nrow`` tiles (default ``ceil(sqrt(N))``) left to right, each upscaled by
+    ``scale`` with nearest-neighbour sampling (default: the smallest factor that makes a tile at
+    least 32 px, so 8×8 digits are drawn at 4×) and framed by 2 px grey (128) borders. A pixel
+    value ``x`` is stored as ``round((x + 1) / 2 * 255)``; values outside [-1, 1] are clipped.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(f"images must have shape (N, C, H, W) with N >= 1 and C in (1, 3), "
+                         f"got {tuple(images.shape)}")
+    count, channels, height, width = images.shape
+    if nrow is None:
+        nrow = math.isqrt(count - 1) + 1
+    if scale is None:
+        scale = max(1, -(-32 // max(height, width)))
+    if nrow < 1 or scale < 1:
+        raise ValueError(f"nrow and scale must be >= 1, got nrow={nrow}, scale={scale}")
+    pixels = images.detach().cpu().float()
+    if not torch.isfinite(pixels).all():
+        raise ValueError("images contain NaN or infinite values")
+    pixels = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = pixels.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+    border, tile_height, tile_width = 2, height * scale, width * scale
+    columns, rows = min(nrow, count), -(-count // nrow)
+    # Grey borders (and empty slots) stand out against both black and white image backgrounds.
+    grid = torch.full((channels, border + rows * (tile_height + border),
+                       border + columns * (tile_width + border)), 128, dtype=torch.uint8)
+    for index in range(count):
+        top = border + (index // nrow) * (tile_height + border)
+        left = border + (index % nrow) * (tile_width + border)
+        grid[:, top:top + tile_height, left:left + tile_width] = pixels[index]
+    array = grid[0].numpy() if channels == 1 else grid.permute(1, 2, 0).contiguous().numpy()
+    picture = Image.fromarray(array)  # uint8 (H, W) → "L", (H, W, 3) → "RGB"
+    atomic_write(Path(path), lambda handle: picture.save(handle, format="PNG"))

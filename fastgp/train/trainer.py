@@ -1,12 +1,10 @@
-"""WGAN-GP training on the toy sets (Gulrajani et al. 2017, Algorithm 1).
+"""WGAN training (Gulrajani et al. 2017, Algorithm 1, and the baselines it is compared with).
 
 Each generator step is preceded by ``n_critic`` critic steps; every critic step draws fresh real
-samples, fresh noise and fresh ε. Defaults are the paper's toy settings: λ = 0.1, n_critic = 5,
-Adam with lr 1e-4 and betas (0.5, 0.9) as in its released code, batch 256, ReLU MLPs with three
-hidden layers and noise of dimension 2 — except the width: 256 units instead of the paper's 512,
-measured to cover all 8 modes of 8gaussians in 2,000 steps within 2.5 minutes on 2 CPU cores
-(``hidden=512`` is 2.7× slower per step). Pass ``hidden=512`` for the paper's model. The critic
-step runs on :class:`fastgp.FusedCritic` when it supports the critic (``critic_step="auto"``).
+samples, fresh noise and fresh ε. The options and their per-loss defaults are documented in
+:mod:`fastgp.train.config`. The critic step runs on :class:`fastgp.FusedCritic` when the loss,
+penalty and critic allow it (``critic_step="auto"``), through autograd otherwise. Samples and
+metrics come from an exponential moving average of the generator's weights when ``ema > 0``.
 """
 
 from __future__ import annotations
@@ -15,149 +13,123 @@ import contextlib
 import dataclasses
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from fastgp.engine import FusedCritic, UnsupportedLayerError
-from fastgp.losses import (
-    critic_wasserstein_loss,
-    generator_wasserstein_loss,
-    wasserstein_estimate,
-)
-from fastgp.penalty import gradient_penalty
+from fastgp.losses import clip_weights_
 from fastgp.train import run_folder
+from fastgp.train.config import TrainConfig
 from fastgp.train.data import ToyDataset, toy_dataset
-from fastgp.train.metrics import mode_coverage
+from fastgp.train.initialization import initialize_
+from fastgp.train.metrics import earth_movers_distance, mode_coverage
 from fastgp.train.models import toy_critic, toy_generator
+from fastgp.train.objectives import Objectives, interpolate_gradient_norms
 from fastgp.train.plots import plot_toy_samples, plot_training_curves
 
-CRITIC_STEPS = ("auto", "engine", "tier1")
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 # Options that change neither the models nor the random streams: a resumed run may set them anew.
+# (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
+EVALUATIONS_CSV = "evaluations.csv"
+PENALTY_SHARE_REPEATS = 5
 
 LOG_COLUMNS = [
     "step", "critic_loss", "generator_loss", "w_estimate", "penalty",
-    "grad_norm_mean", "grad_norm_std", "seconds",
+    "grad_norm_mean", "grad_norm_std", "grad_norm_max", "lr", "seconds_per_step", "seconds",
+]
+TOY_EVALUATION_COLUMNS = [
+    "step", "modes_covered", "num_modes", "high_quality_share", "emd", "emd_floor",
+    "penalty_share", "seconds",
 ]
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as the run folder's ``config.json``."""
-
-    dataset: str = "8gaussians"
-    steps: int = 2000
-    batch_size: int = 256
-    n_critic: int = 5
-    gp_weight: float = 0.1
-    lr: float = 1e-4
-    beta1: float = 0.5
-    beta2: float = 0.9
-    hidden: int = 256
-    depth: int = 3
-    noise_dim: int = 2
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 500
-    eval_samples: int = 2500
-    device: str = "cpu"
-    critic_step: str = "auto"  # engine (FusedCritic), tier1 (gradient_penalty), auto: engine if it can
-    keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
-
-    def validate(self) -> None:
-        positive = ["steps", "batch_size", "n_critic", "hidden", "depth", "noise_dim",
-                    "log_every", "eval_every", "eval_samples", "keep_checkpoints"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.critic_step not in CRITIC_STEPS:
-            raise ValueError(f"critic_step must be one of {CRITIC_STEPS}, got {self.critic_step!r}")
-        if self.lr <= 0 or self.gp_weight < 0:
-            raise ValueError(f"lr must be > 0 and gp_weight >= 0, got {self.lr} and {self.gp_weight}")
-        toy_dataset(self.dataset)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
-
-
 def build_generator(config: TrainConfig) -> nn.Module:
-    return toy_generator(config.noise_dim, 2, config.hidden, config.depth)
+    return initialize_(toy_generator(config.noise_dim, 2, config.hidden, config.depth), config.init)
 
 
 def build_critic(config: TrainConfig) -> nn.Module:
-    return toy_critic(2, config.hidden, config.depth)
+    return initialize_(toy_critic(2, config.hidden, config.depth), config.init)
+
+
+def _optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, config.lr)
+    # Fused Adam: the same update in one kernel (3× faster than the per-parameter loop here).
+    return torch.optim.Adam(parameters, config.lr, betas=(config.beta1, config.beta2), fused=True)
 
 
 class Trainer:
-    """Runs one WGAN-GP training job and writes its run folder."""
+    """Runs one training job and writes its run folder.
+
+    ``config`` may leave loss-dependent options at None; the trainer works on (and saves) the
+    resolved copy, ``trainer.config``.
+    """
 
     def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True,
                  resume: bool = False) -> None:
-        config.validate()
-        self.config = config
+        self.data = toy_dataset(config.dataset)
+        config = self.config = config.resolved(toy_data=True)
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
-        self.data = toy_dataset(config.dataset)
         self.data_stream = torch.Generator().manual_seed(config.seed + 1)
         self.generator = build_generator(config).to(self.device)
         self.critic = build_critic(config).to(self.device)
-        betas = (config.beta1, config.beta2)
-        # Fused Adam: the same update in one kernel (3× faster than the per-parameter loop here).
-        self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), config.lr,
-                                                    betas=betas, fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), config.lr, betas=betas,
-                                                 fused=True)
-        self.fused_critic = self._engine_for(self.critic)
-        # One fixed noise batch and one fixed real batch for every evaluation, so that
-        # evaluations differ only by the model.
+        self.generator_optimizer = _optimizer(self.generator.parameters(), config)
+        self.critic_optimizer = _optimizer(self.critic.parameters(), config)
+        self.average = None
+        if config.ema > 0:
+            self.average = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
+                                         use_buffers=True)
+        self.objectives = Objectives(self.critic, config)
+        # Draws of diagnostics (gradient norms, timing probes) come from their own stream so that
+        # logging and evaluation never change the training run.
+        self.probe_stream = torch.Generator(self.device).manual_seed(config.seed + 3)
+        # One fixed noise batch and two fixed real batches for every evaluation, so that
+        # evaluations differ only by the model; the second real batch gives the EMD floor.
         evaluation_stream = torch.Generator().manual_seed(config.seed + 2)
         self.eval_noise = torch.randn(config.eval_samples, config.noise_dim, generator=evaluation_stream)
         self.eval_real = self.data.sample(config.eval_samples, evaluation_stream)
+        self.eval_real_other = self.data.sample(config.eval_samples, evaluation_stream)
+        self._emd_floor: float | None = None
         self.step = 0
         self.seconds_before = 0.0  # training time of the run before a resume
         self._start: float | None = None  # perf_counter origin of the training-time axis
         self._stop_requested = False  # set by Ctrl-C / SIGTERM: stop after the current step
+        self._last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.evaluations: run_folder.MetricsLog | None = None  # evaluations.csv while running
         self.resumed = resume
         if resume:
             self._restore(run_folder.load_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE))
 
-    def _engine_for(self, critic: nn.Module) -> FusedCritic | None:
-        """The engine for the critic step, or None for Tier 1 (``config.critic_step``)."""
-        if self.config.critic_step == "tier1":
-            return None
-        try:
-            return FusedCritic(critic)
-        except UnsupportedLayerError:
-            if self.config.critic_step == "engine":
-                raise
-            return None
-
     @property
     def critic_step_name(self) -> str:
-        return "engine (FusedCritic)" if self.fused_critic is not None else "tier1 (gradient_penalty)"
+        return self.objectives.path_name
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for samples and metrics: the weight average when it is on."""
+        return self.average.module if self.average is not None else self.generator
 
     def run(self) -> dict:
         """Train for ``config.steps`` generator steps; returns the final metrics."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE, dataclasses.asdict(self.config))
-        log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS,
-                                    resume_after_step=self.step if self.resumed else None)
+        resume_after = self.step if self.resumed else None
+        log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS, resume_after)
+        self.evaluations = run_folder.MetricsLog(self.out_dir / EVALUATIONS_CSV,
+                                                 TOY_EVALUATION_COLUMNS, resume_after)
         start = self._start = time.perf_counter() - self.seconds_before
+        last_log = (self.step, time.perf_counter())
         # Redraw often on a terminal, rarely in a log file (CI, nohup) so logs stay readable.
         redraw_seconds = 0.1 if sys.stderr.isatty() else 10.0
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not self.progress,
@@ -166,17 +138,23 @@ class Trainer:
         try:
             with self._stop_between_steps():
                 while self.step < self.config.steps and not self._stop_requested:
-                    row = self._train_step()
+                    stats = self._train_step()
                     self.step += 1
                     bar.update(1)
                     if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                        row |= {"step": self.step, "seconds": time.perf_counter() - start}
+                        now = time.perf_counter()
+                        row = self._log_row(stats) | {
+                            "step": self.step, "seconds": now - start,
+                            "seconds_per_step": (now - last_log[1]) / (self.step - last_log[0]),
+                        }
+                        last_log = (self.step, now)
                         self._check_finite(row)
                         log.append(row)
-                        bar.set_postfix(W=f"{row['w_estimate']:.4f}", gp=f"{row['penalty']:.4f}")
+                        bar.set_postfix(W=f"{row['w_estimate']:.4f}", pen=f"{row['penalty']:.4f}")
                     if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
                         self.evaluate(f"samples_step{self.step:06d}.png")
                         self.save_checkpoint()
+                        last_log = (self.step, time.perf_counter())  # evaluation is not step time
             interrupted = self._stop_requested
         except KeyboardInterrupt:
             interrupted = True
@@ -189,6 +167,7 @@ class Trainer:
             "steps": self.step, "seconds": seconds, "interrupted": interrupted,
             "critic_step": self.critic_step_name,
         }
+        self.evaluations.close()
         run_folder.write_json(self.out_dir / run_folder.FINAL_METRICS, final)
         plot_training_curves(self.out_dir / "curves.png", self.out_dir / run_folder.METRICS_CSV)
         if interrupted:
@@ -216,61 +195,102 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _train_step(self) -> dict[str, float]:
+    def learning_rate(self, step: int) -> float:
+        """The schedule: constant, or linear decay from ``lr`` at step 0 to 0 after the last step."""
+        if self.config.lr_schedule == "linear":
+            return self.config.lr * max(0.0, 1.0 - step / self.config.steps)
+        return self.config.lr
+
+    def _train_step(self) -> dict:
         config = self.config
-        for _ in range(config.n_critic):
+        lr = self.learning_rate(self.step)
+        for optimizer in (self.critic_optimizer, self.generator_optimizer):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        for index in range(config.n_critic):
             real = self.data.sample(config.batch_size, self.data_stream).to(self.device)
             noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
             with torch.no_grad():
                 fake = self.generator(noise)
-            critic_loss, w_estimate, penalty, norms = self._critic_step(real, fake)
+            due = self.objectives.penalty_due(self.step * config.n_critic + index)
+            stats = self.objectives.critic_step(real, fake, due)
             self.critic_optimizer.step()
+            if config.loss == "wgan-clip":
+                clip_weights_(self.critic, config.clip)
+        self._last_batch = (real, fake)
 
         self.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
-        generator_loss = generator_wasserstein_loss(self.critic(self.generator(noise)))
+        generator_loss = self.objectives.generator_loss(self.critic(self.generator(noise)))
         self.generator_optimizer.zero_grad(set_to_none=True)
         generator_loss.backward()
         self.generator_optimizer.step()
         self.critic.requires_grad_(True)
+        if self.average is not None:
+            self.average.update_parameters(self.generator)
+        return {"critic": stats, "generator_loss": generator_loss.detach(), "lr": lr}
+
+    def _log_row(self, step_stats: dict) -> dict[str, float]:
+        stats = step_stats["critic"]
+        norms = stats.norms
+        if norms is None:  # no penalty measured them on this step: measure at fresh interpolates
+            norms = interpolate_gradient_norms(self.critic, *self._last_batch, rng=self.probe_stream)
         return {
-            "critic_loss": critic_loss.item(),
-            "generator_loss": generator_loss.item(),
-            "w_estimate": w_estimate.item(),
-            "penalty": penalty.item(),
+            "critic_loss": stats.loss.item(),
+            "generator_loss": step_stats["generator_loss"].item(),
+            "w_estimate": stats.w_estimate.item(),
+            "penalty": stats.penalty.item(),
             "grad_norm_mean": norms.mean().item(),
             "grad_norm_std": norms.std().item() if norms.numel() > 1 else 0.0,
+            "grad_norm_max": norms.max().item(),
+            "lr": step_stats["lr"],
         }
-
-    def _critic_step(self, real: torch.Tensor, fake: torch.Tensor):
-        """Loss, W estimate, penalty and gradient norms; leaves the gradients in ``.grad``."""
-        weight = self.config.gp_weight
-        if self.fused_critic is not None:
-            result = self.fused_critic.step(real, fake, weight=weight)
-            return result.loss, result.wasserstein, result.penalty, result.norms
-        real_scores, fake_scores = self.critic(real), self.critic(fake)
-        penalty, norms = gradient_penalty(self.critic, real, fake, weight=weight,
-                                          return_norms=True, check_inputs=False)
-        critic_loss = critic_wasserstein_loss(real_scores, fake_scores) + penalty
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        return (critic_loss.detach(), wasserstein_estimate(real_scores, fake_scores), penalty.detach(),
-                norms)
 
     def _check_finite(self, row: dict[str, float]) -> None:
         bad = [name for name, value in row.items() if not math.isfinite(value)]
         if bad:
             raise FloatingPointError(f"training diverged at step {self.step}: {bad} not finite")
 
+    def penalty_share(self) -> float:
+        """Share of a critic step's time spent on the penalty: ``1 − t(no penalty) / t(penalty)``,
+        medians of interleaved repeats on the last training batch (0 without a penalty)."""
+        if self.config.penalty == "none" or self._last_batch is None:
+            return 0.0
+        real, fake = self._last_batch
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for repeat in range(PENALTY_SHARE_REPEATS + 1):
+            for with_penalty in (True, False):
+                begin = time.perf_counter()
+                self.objectives.critic_step(real, fake, with_penalty, rng=self.probe_stream)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if repeat:  # the first round warms up
+                    times[with_penalty].append(time.perf_counter() - begin)
+        # The gradients left behind are overwritten by the next training step.
+        return max(0.0, 1.0 - statistics.median(times[False]) / statistics.median(times[True]))
+
     @torch.no_grad()
     def evaluate(self, figure_name: str) -> dict:
-        """Metrics of the fixed evaluation batch, and a figure of it over real data."""
-        self.generator.eval()
-        samples = self.generator(self.eval_noise.to(self.device)).cpu()
-        self.generator.train()
+        """Metrics of the fixed evaluation batch, a figure of it over real data, and a row of
+        ``evaluations.csv``."""
+        sampler = self.sampler
+        sampler.eval()
+        samples = sampler(self.eval_noise.to(self.device)).cpu()
+        sampler.train()
         metrics: dict = {"step": self.step}
+        if self._emd_floor is None:
+            self._emd_floor = earth_movers_distance(self.eval_real_other, self.eval_real)
+        metrics["emd"] = earth_movers_distance(samples, self.eval_real)
+        metrics["emd_floor"] = self._emd_floor
         if isinstance(self.data, ToyDataset):
             metrics |= mode_coverage(samples, self.data.centres, self.data.sigma).as_dict()
+        with torch.enable_grad():
+            metrics["penalty_share"] = self.penalty_share()
+        start = self._start
+        metrics["seconds"] = self.seconds_before if start is None else time.perf_counter() - start
+        if self.evaluations is not None:
+            self.evaluations.append({column: metrics.get(column, "")
+                                     for column in TOY_EVALUATION_COLUMNS})
         title = f"{self.config.dataset}, step {self.step}"
         if "modes_covered" in metrics:
             title += (f": {metrics['modes_covered']}/{metrics['num_modes']} modes, "
@@ -280,14 +300,14 @@ class Trainer:
         return metrics
 
     def save_checkpoint(self) -> None:
-        """Everything a resumed run needs to continue exactly: models, optimizers, step, time and
-        the random streams (noise and ε from the global generator, real samples from the data
-        stream)."""
+        """Everything a resumed run needs to continue exactly: models, weight average, optimizers,
+        step, time and the random streams (noise and ε from the global generator, real samples
+        from the data stream). The learning-rate schedule is a function of the step."""
         rng = {"torch": torch.get_rng_state(), "data": self.data_stream.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         start = self._start
-        run_folder.save_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE, {
+        state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
             "seconds": self.seconds_before if start is None else time.perf_counter() - start,
@@ -297,7 +317,10 @@ class Trainer:
             "generator_optimizer": self.generator_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
             "rng": rng,
-        })
+        }
+        if self.average is not None:
+            state["generator_average"] = self.average.state_dict()
+        run_folder.save_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE, state)
         run_folder.keep_history(self.out_dir / run_folder.CHECKPOINT_FILE,
                                 self.out_dir / run_folder.CHECKPOINT_HISTORY,
                                 f"step_{self.step:08d}.pt", self.config.keep_checkpoints)
@@ -319,6 +342,8 @@ class Trainer:
                              f"{', '.join(RESUMABLE_CHANGES)} may change")
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
+        if self.average is not None:
+            self.average.load_state_dict(state["generator_average"])
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -330,7 +355,8 @@ class Trainer:
 
 
 def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
-    """The generator of a run folder, in eval mode on the CPU, with its config."""
+    """The sampling generator of a run folder (the weight average when the run kept one), in
+    eval mode on the CPU, with its config."""
     run_dir = Path(run_dir)
     config_path = run_dir / run_folder.CONFIG_FILE
     if not config_path.is_file():
@@ -338,7 +364,12 @@ def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
     config = TrainConfig.from_dict(run_folder.read_json(config_path))
     state = run_folder.load_checkpoint(run_dir / run_folder.CHECKPOINT_FILE)
     generator = build_generator(config)
-    generator.load_state_dict(state["generator"])
+    if "generator_average" in state:
+        average = AveragedModel(generator, use_buffers=True)
+        average.load_state_dict(state["generator_average"])
+        generator = average.module
+    else:
+        generator.load_state_dict(state["generator"])
     return generator.eval(), config
 
 

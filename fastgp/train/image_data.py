@@ -1,0 +1,283 @@
+"""Image and vector data sets: scikit-learn's digits, image folders and NumPy arrays.
+
+Every image set is held in memory as float32 ``(N, C, H, W)`` in [-1, 1], the range of a ``tanh``
+generator. 8-bit pixels map as ``p / 255 · 2 − 1``; the digits (values 0 … 16) as ``p / 16 · 2 − 1``.
+Sampling has the API of :class:`fastgp.train.data.ToyDataset`: ``n`` samples drawn uniformly with
+replacement by ``torch.randint`` on the run's generator, so a seed fixes the data stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fastgp.train.data import TOY_DATASETS, SwissRoll, ToyDataset, toy_dataset
+
+BUILTIN_DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+ARRAY_EXTENSIONS: tuple[str, ...] = (".npy", ".npz")
+# Keys of a multi-array .npz that name the data, in order of preference.
+NPZ_KEYS: tuple[str, ...] = ("images", "x", "data")
+
+_GRAY_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N")
+_CHANNELS = (1, 3, 4)
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """``images`` float32 ``(N, C, H, W)`` in [-1, 1]; ``labels`` int64 ``(N,)`` when known."""
+
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        channels, height, width = self.images.shape[1:]
+        return channels, height, width
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images drawn uniformly with replacement, shape ``(n, C, H, W)``."""
+        return self.images[torch.randint(0, self.num_samples, (n,), generator=generator)]
+
+    def subset(self, index: torch.Tensor) -> ImageDataset:
+        """The images (and labels) at ``index``, under the same name."""
+        labels = None if self.labels is None else self.labels[index]
+        return ImageDataset(self.name, self.images[index], labels)
+
+    def resized(self, image_size: int) -> ImageDataset:
+        """Every image resized to ``image_size × image_size`` (antialiased bicubic, clamped)."""
+        images = F.interpolate(self.images, size=(image_size, image_size), mode="bicubic",
+                               antialias=True, align_corners=False)
+        # bicubic overshoots at sharp edges; the data must stay in the generator's range
+        return ImageDataset(self.name, images.clamp_(-1.0, 1.0), self.labels)
+
+
+@dataclass(frozen=True)
+class VectorDataset:
+    """``data`` float32 ``(N, D)``: points of a user array, used as they are."""
+
+    name: str
+    data: torch.Tensor
+
+    @property
+    def num_samples(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def sample_shape(self) -> tuple[int]:
+        return (self.data.shape[1],)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` rows drawn uniformly with replacement, shape ``(n, D)``."""
+        return self.data[torch.randint(0, self.num_samples, (n,), generator=generator)]
+
+    def subset(self, index: torch.Tensor) -> VectorDataset:
+        """The rows at ``index``, under the same name."""
+        return VectorDataset(self.name, self.data[index])
+
+
+Dataset = ToyDataset | SwissRoll | ImageDataset | VectorDataset
+Data = TypeVar("Data", ImageDataset, VectorDataset)
+
+
+def digits() -> ImageDataset:
+    """scikit-learn's handwritten digits: 1797 images, ``(1797, 1, 8, 8)``, labels 0 … 9."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16 * 2 - 1
+    return ImageDataset("digits", images, torch.from_numpy(bunch.target).long())
+
+
+def split_halves(dataset: Data, generator: torch.Generator | None = None) -> tuple[Data, Data]:
+    """Two disjoint random halves of ``N // 2`` samples each (an odd sample out is dropped).
+
+    Comparing one half with the other gives the statistic's value between two real samples: the
+    floor that a perfect generator would reach with this many samples.
+    """
+    if dataset.num_samples < 2:
+        raise ValueError(f"cannot split {dataset.name!r} in halves: it has {dataset.num_samples} sample(s)")
+    order = torch.randperm(dataset.num_samples, generator=generator)
+    half = dataset.num_samples // 2
+    return dataset.subset(order[:half]), dataset.subset(order[half:2 * half])
+
+
+def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageDataset:
+    """Every image file under ``path`` (recursively, sorted by path), read with Pillow.
+
+    The set is grayscale (C = 1) when every image is (Pillow modes 1, L, I, I;16), RGB (C = 3)
+    otherwise; an alpha channel is dropped. 8-bit pixels map as ``p / 255 · 2 − 1`` and 16-bit
+    ones (modes I, I;16) as ``p / 65535 · 2 − 1``. Without ``image_size`` all images must have
+    the same size; with it, each is resized to ``image_size × image_size`` (Lanczos).
+    """
+    root = Path(path)
+    if not root.exists():
+        raise ValueError(f"image folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise ValueError(f"{str(root)!r} is not a folder")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(
+            f"no images in {str(root)!r}: looked for files ending in {', '.join(IMAGE_EXTENSIONS)}"
+        )
+
+    images = [_open_image(file) for file in files]
+    if image_size is None:
+        for file, image in zip(files[1:], images[1:], strict=True):
+            if image.size != images[0].size:
+                raise ValueError(
+                    f"images differ in size: {files[0].relative_to(root)} is {_size(images[0])} but "
+                    f"{file.relative_to(root)} is {_size(image)}; pass image_size to resize them all "
+                    "to one size"
+                )
+    gray = all(image.mode in _GRAY_MODES for image in images)
+    pixels = np.stack([_pixels(image, gray, image_size) for image in images])
+    tensor = torch.from_numpy(pixels)
+    tensor = tensor.unsqueeze(1) if gray else tensor.permute(0, 3, 1, 2).contiguous()
+    return ImageDataset(root.resolve().name, tensor * 2 - 1)
+
+
+def _open_image(file: Path) -> Image.Image:
+    try:
+        with Image.open(file) as image:
+            image.load()
+            # a copy in memory, so that the file is closed here (multi-frame formats keep it open)
+            return image.copy()
+    except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises for bad files
+        raise ValueError(f"cannot read image {str(file)!r}: {error}") from error
+
+
+def _size(image: Image.Image) -> str:
+    return f"{image.width}×{image.height}"
+
+
+def _pixels(image: Image.Image, gray: bool, image_size: int | None) -> np.ndarray:
+    """The image as float32 in [0, 1]: ``(H, W)`` if ``gray`` else ``(H, W, 3)``."""
+    if not gray:
+        image, scale = image.convert("RGB"), 255.0
+    elif image.mode.startswith("I"):
+        # mode F (float) resizes at full precision; converting to L would clip 16-bit values
+        image, scale = image.convert("F"), 65535.0
+    else:
+        image, scale = image.convert("L"), 255.0
+    if image_size is not None:
+        image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
+
+
+def load_array(path: str | Path) -> ImageDataset | VectorDataset:
+    """A ``.npy`` or ``.npz`` array (read without pickle) as an image or vector data set.
+
+    A ``.npz`` must hold one array, or name it ``images``, ``x`` or ``data``. Shapes: ``(N, D)``
+    vectors; ``(N, H, W)`` one-channel images; ``(N, C, H, W)`` with C in {1, 3, 4}; ``(N, H, W, C)``
+    with C in {1, 3, 4} and H, W > 4 (channels last). uint8 values map as ``p / 255 · 2 − 1``.
+    Other integer or float vectors are used as they are; other integer or float images must lie in
+    [0, 1] (mapped to [-1, 1]) or in [-1, 1] (kept).
+    """
+    file = Path(path)
+    if file.suffix.lower() not in ARRAY_EXTENSIONS:
+        raise ValueError(f"{str(file)!r} is not a .npy or .npz file")
+    if not file.is_file():
+        raise ValueError(f"array file {str(file)!r} does not exist")
+    try:
+        if file.suffix.lower() == ".npy":
+            array = np.load(file, allow_pickle=False)
+        else:
+            with np.load(file, allow_pickle=False) as archive:
+                array = archive[_npz_key(file, archive.files)]
+    except (OSError, ValueError, EOFError) as error:  # unreadable, truncated, or pickled objects
+        raise ValueError(f"cannot read {str(file)!r}: {error}") from error
+    return _array_dataset(file.stem, array, str(file))
+
+
+def _npz_key(file: Path, keys: list[str]) -> str:
+    if len(keys) == 1:
+        return keys[0]
+    named = [key for key in NPZ_KEYS if key in keys]
+    if len(named) != 1:
+        raise ValueError(
+            f"{str(file)!r} holds arrays {keys}: expected exactly one array, or exactly one "
+            f"named {' / '.join(NPZ_KEYS)}"
+        )
+    return named[0]
+
+
+def _array_dataset(name: str, array: np.ndarray, source: str) -> ImageDataset | VectorDataset:
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{source}: unsupported dtype {array.dtype}; expected an integer or float array")
+    if array.ndim < 2 or array.ndim > 4:
+        raise ValueError(
+            f"{source}: array of shape {array.shape}; expected (N, D) vectors or images as "
+            "(N, H, W), (N, C, H, W) or (N, H, W, C)"
+        )
+    if array.size == 0:
+        raise ValueError(f"{source}: array of shape {array.shape} is empty")
+    if array.ndim == 4 and array.shape[1] not in _CHANNELS:
+        if array.shape[3] not in _CHANNELS or min(array.shape[1:3]) <= 4:
+            raise ValueError(
+                f"{source}: cannot read shape {array.shape} as (N, C, H, W) or (N, H, W, C) "
+                f"with C in {_CHANNELS} (and H, W > 4 for channels last)"
+            )
+        array = array.transpose(0, 3, 1, 2)
+    elif array.ndim == 3:
+        array = array[:, None]
+
+    if array.dtype == np.uint8:
+        values = torch.from_numpy(np.ascontiguousarray(array)).float() / 255 * 2 - 1
+    else:
+        values = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        nan, inf = int(values.isnan().sum()), int(values.isinf().sum())
+        if nan or inf:
+            raise ValueError(f"{source}: {nan} NaN and {inf} infinite value(s) (as float32)")
+    if values.ndim == 2:
+        return VectorDataset(name, values)
+
+    if array.dtype != np.uint8:
+        low, high = values.min().item(), values.max().item()
+        if low >= 0 and high <= 1:
+            values = values * 2 - 1
+        elif low < -1 or high > 1:
+            raise ValueError(
+                f"{source}: image values lie in [{low:g}, {high:g}]; expected [0, 1] or [-1, 1] "
+                "(store 0 … 255 pixels as uint8)"
+            )
+    return ImageDataset(name, values)
+
+
+def load_dataset(spec: str, image_size: int | None = None) -> Dataset:
+    """The data set named ``spec``: a toy set, ``digits``, an image folder, or a .npy/.npz file.
+
+    ``image_size`` resizes images (folders with Pillow, arrays and digits with torch); toy and
+    vector data have no size and reject it.
+    """
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if spec in TOY_DATASETS or spec == "digits":
+        dataset = toy_dataset(spec) if spec in TOY_DATASETS else digits()
+    elif Path(spec).is_dir():
+        return load_image_folder(spec, image_size)
+    elif Path(spec).exists():
+        dataset = load_array(spec)
+    else:
+        raise ValueError(
+            f"unknown dataset {spec!r}: expected one of {', '.join(BUILTIN_DATASETS)}, "
+            "an image folder, or a .npy/.npz file"
+        )
+    if image_size is None:
+        return dataset
+    if not isinstance(dataset, ImageDataset):
+        raise ValueError(f"image_size applies to image data only; {spec!r} is not image data")
+    return dataset.resized(image_size)

@@ -1,0 +1,146 @@
+"""The critic's and the generator's objectives for each loss and penalty of the trainer.
+
+Critic loss, minimized over the critic's parameters θ (scores ``s = C_θ(x)``):
+
+- ``wgan-*``: ``E[C(fake)] − E[C(real)] + P``;
+- ``gan``: ``−E[log σ(D(real))] − E[log(1 − σ(D(fake)))] + P``;
+
+with the penalty ``P`` one of ``gp`` ``λ·E[(‖∇C(x̂)‖ − 1)²]``, ``lp`` ``λ·E[max(0, ‖∇C(x̂)‖ − 1)²]``
+(x̂ = ε·real + (1−ε)·fake), ``r1``/``r2`` ``λ/2·E[‖∇C(x)‖²]`` at real / generated samples,
+``dragan`` (GP around perturbed real samples) or ``none``. Generator loss: ``−E[C(G(z))]`` for the
+WGANs, the non-saturating ``−E[log σ(D(G(z)))]`` for ``gan``.
+
+The Wasserstein losses with GP, LP, R1, R2 or no penalty run on :class:`fastgp.FusedCritic`
+(no double backward); the BCE loss and DRAGAN run through autograd with the Tier 1 penalties.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from fastgp.engine import FusedCritic, UnsupportedLayerError
+from fastgp.losses import (
+    critic_wasserstein_loss,
+    discriminator_bce_loss,
+    generator_nonsaturating_loss,
+    generator_wasserstein_loss,
+    wasserstein_estimate,
+)
+from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
+from fastgp.train.config import TrainConfig
+
+ENGINE_PENALTIES = ("gp", "lp", "r1", "r2", "none")
+
+
+class CriticStats(NamedTuple):
+    """What one critic step measured (detached scalars; ``norms`` may be None)."""
+
+    loss: torch.Tensor
+    w_estimate: torch.Tensor  # E[C(real)] − E[C(fake)]
+    penalty: torch.Tensor
+    norms: torch.Tensor | None  # per-sample ‖∇C‖ where the penalty took them
+
+
+class Objectives:
+    """Critic step (gradients into ``.grad``) and generator loss for a resolved config."""
+
+    def __init__(self, critic: nn.Module, config: TrainConfig) -> None:
+        self.critic = critic
+        self.loss = config.loss
+        self.penalty = config.penalty
+        self.weight = float(config.gp_weight)
+        self.penalty_every = config.penalty_every
+        self.engine = self._engine_for(critic, config.critic_step)
+
+    def _engine_for(self, critic: nn.Module, choice: str) -> FusedCritic | None:
+        """The engine when the loss, penalty and critic allow it and ``choice`` does not forbid it."""
+        if choice == "tier1":
+            return None
+        reason = None
+        if self.loss == "gan":
+            reason = "the BCE loss needs per-sample score gradients, which the engine does not seed"
+        elif self.penalty not in ENGINE_PENALTIES:
+            reason = f"the engine has no {self.penalty} penalty"
+        else:
+            try:
+                return FusedCritic(critic)
+            except UnsupportedLayerError as error:
+                reason = str(error)
+        if choice == "engine":
+            raise ValueError(f"critic_step='engine' is not possible here: {reason}")
+        return None
+
+    @property
+    def path_name(self) -> str:
+        return "engine (FusedCritic)" if self.engine is not None else "tier1 (autograd)"
+
+    def penalty_due(self, critic_step_index: int) -> bool:
+        """Lazy regularization: the penalty runs on every ``penalty_every``-th critic step."""
+        return self.penalty != "none" and critic_step_index % self.penalty_every == 0
+
+    def critic_step(self, real: torch.Tensor, fake: torch.Tensor, with_penalty: bool,
+                    rng: torch.Generator | None = None) -> CriticStats:
+        """Set every critic ``.grad`` to the gradient of the critic loss; return its statistics.
+
+        With lazy regularization the penalty is weighted by ``penalty_every`` on the steps that
+        carry it, so its average over steps stays ``λ·P``. ``rng`` draws ε and DRAGAN's noise
+        (the global generator when None).
+        """
+        penalty = self.penalty if with_penalty else "none"
+        weight = self.weight * self.penalty_every
+        if self.engine is not None:
+            eps = None
+            if penalty in ("gp", "lp"):
+                eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
+            result = self.engine.step(real, fake, penalty=penalty, weight=weight, eps=eps)
+            return CriticStats(result.loss, result.wasserstein, result.penalty,
+                               result.norms if penalty in ("gp", "lp") else None)
+        real_scores, fake_scores = self.critic(real), self.critic(fake)
+        if self.loss == "gan":
+            main = discriminator_bce_loss(real_scores, fake_scores)
+        else:
+            main = critic_wasserstein_loss(real_scores, fake_scores)
+        value, norms = self._autograd_penalty(penalty, weight, real, fake, rng)
+        loss = main + value
+        for parameter in self.critic.parameters():
+            parameter.grad = None
+        loss.backward()
+        return CriticStats(loss.detach(), wasserstein_estimate(real_scores, fake_scores).detach(),
+                           value.detach(), norms)
+
+    def _autograd_penalty(self, penalty: str, weight: float, real: torch.Tensor,
+                          fake: torch.Tensor, rng: torch.Generator | None):
+        common = {"return_norms": True, "check_inputs": False}
+        if penalty in ("gp", "lp"):
+            eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
+            return gradient_penalty(self.critic, real, fake, weight=weight, eps=eps,
+                                    one_sided=penalty == "lp", **common)
+        if penalty == "r1":
+            return r1_penalty(self.critic, real, gamma=weight, **common)[0], None
+        if penalty == "r2":
+            return r1_penalty(self.critic, fake, gamma=weight, **common)[0], None
+        if penalty == "dragan":
+            noise = torch.rand(real.shape, device=real.device, dtype=real.dtype, generator=rng)
+            eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
+            return dragan_penalty(self.critic, real, weight=weight, noise=noise, eps=eps, **common)
+        return real.new_zeros(()), None
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        if self.loss == "gan":
+            return generator_nonsaturating_loss(fake_scores)
+        return generator_wasserstein_loss(fake_scores)
+
+
+def interpolate_gradient_norms(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                               rng: torch.Generator | None = None) -> torch.Tensor:
+    """``‖∇ₓC(x̂)‖₂`` per sample at random interpolates (one first-order backward, no graph kept):
+    the 1-Lipschitz diagnostic for runs whose penalty does not measure it."""
+    eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
+    eps = eps.view(-1, *([1] * (real.dim() - 1)))
+    x_hat = (eps * real + (1 - eps) * fake).detach().requires_grad_(True)
+    with torch.enable_grad():
+        (gradient,) = torch.autograd.grad(critic(x_hat).sum(), x_hat)
+    return gradient.flatten(1).norm(dim=1)
