@@ -1,8 +1,8 @@
 """``fastgp <command>``: the command-line entry point.
 
 Commands:
-    train    train a WGAN-GP on a toy set and write a run folder
-    sample   write samples of a trained run's generator to a .npy file
+    train    train a WGAN (GP by default) on a toy set, digits or your data; write a run folder
+    sample   write samples of a trained run's generator to a .npy file or a PNG grid
     profile  where a critic step with the gradient penalty spends its time, FLOPs, bytes and memory
     bench    the benchmark matrix: every penalty path vs the reference and vs no penalty
     info     versions, devices, and which op backends are usable here (and why not)
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fastgp.train.config import (
+    ARCHITECTURES,
     CRITIC_STEPS,
     INITIALIZATIONS,
     LOSSES,
@@ -28,7 +29,8 @@ from fastgp.train.config import (
     PENALTIES,
     TrainConfig,
 )
-from fastgp.train.data import TOY_DATASETS
+from fastgp.train.image_data import BUILTIN_DATASETS
+from fastgp.train.plots import save_image_grid
 from fastgp.train.trainer import Trainer, sample
 
 
@@ -40,10 +42,14 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
                     "sample figures, curves.png, final_metrics.json and checkpoint.pt.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--dataset", choices=sorted(TOY_DATASETS), default=defaults.dataset)
+    parser.add_argument("--dataset", default=defaults.dataset,
+                        help=f"one of {', '.join(BUILTIN_DATASETS)}, a folder of images, or a "
+                             ".npy/.npz array ((N, D) vectors or (N, [C,] H, W [, C]) images)")
+    parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
     parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="generator steps")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: 256 (toy and vector data), 64 (images)")
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss)
     parser.add_argument("--penalty", choices=PENALTIES, default=None,
                         help="default: the loss's own (gp, lp, none for wgan-clip and gan)")
@@ -62,11 +68,18 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", choices=INITIALIZATIONS, default=defaults.init)
     parser.add_argument("--ema", type=float, default=defaults.ema,
                         help="decay of the generator's weight average used for samples (0: off)")
-    parser.add_argument("--hidden", type=int, default=defaults.hidden)
-    parser.add_argument("--depth", type=int, default=defaults.depth)
-    parser.add_argument("--noise-dim", type=int, default=defaults.noise_dim)
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default=None,
+                        help="default: mlp (toy and vector data), dcgan (images)")
+    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="MLP width")
+    parser.add_argument("--depth", type=int, default=defaults.depth, help="MLP hidden layers")
+    parser.add_argument("--width", type=int, default=None,
+                        help="image models' base width (default: 64 dcgan, 128 resnet)")
+    parser.add_argument("--noise-dim", type=int, default=None,
+                        help="default: 2 (toy), D (vector data), 128 (images)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument("--eval-samples", type=int, default=None,
+                        help="samples per evaluation (default: 2500 toy/vector, 898 images)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
                         help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
@@ -81,22 +94,26 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "sample", help="write generated samples of a run to a .npy file",
+        "sample", help="write generated samples of a run to a .npy file or a PNG grid",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", type=Path, required=True, help="run folder written by train")
     parser.add_argument("--n", type=int, default=1000, help="number of samples")
-    parser.add_argument("--out", type=Path, required=True, help="output .npy file")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output: .npy (raw samples; images in [-1, 1]) or .png (image grid)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
-        dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, loss=args.loss,
+        dataset=args.dataset, image_size=args.image_size, steps=args.steps,
+        batch_size=args.batch_size, loss=args.loss,
         penalty=args.penalty, gp_weight=args.gp_weight, penalty_every=args.penalty_every,
         clip=args.clip, n_critic=args.n_critic, optimizer=args.optimizer, lr=args.lr,
-        lr_schedule=args.lr_schedule, init=args.init, ema=args.ema, hidden=args.hidden,
-        depth=args.depth, noise_dim=args.noise_dim, seed=args.seed, eval_every=args.eval_every,
+        lr_schedule=args.lr_schedule, init=args.init, ema=args.ema,
+        architecture=args.architecture, hidden=args.hidden, depth=args.depth, width=args.width,
+        noise_dim=args.noise_dim, seed=args.seed, eval_every=args.eval_every,
+        eval_samples=args.eval_samples,
         device=args.device, critic_step=args.critic_step, keep_checkpoints=args.keep_checkpoints,
     )
     trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume)
@@ -113,6 +130,13 @@ def _run_train(args: argparse.Namespace) -> int:
     if "modes_covered" in final:
         summary["modes"] = f"{final['modes_covered']}/{final['num_modes']}"
         summary["high_quality"] = f"{100 * final['high_quality_share']:.1f}%"
+    if "emd" in final:
+        summary["emd"] = f"{final['emd']:.4f} (real-vs-real {final['emd_floor']:.4f})"
+    if "classes_present" in final:
+        summary["classes"] = (f"{final['classes_present']}/10, shares "
+                              f"{100 * final['min_class_share']:.1f}–{100 * final['max_class_share']:.1f}%")
+        summary["frechet"] = (f"{final['frechet_distance']:.2f} "
+                              f"(real-vs-real {final['frechet_floor']:.2f})")
     print("done: " + ", ".join(f"{key}={value:.1f}" if isinstance(value, float) else
                                f"{key}={value}" for key, value in summary.items()))
     print(f"run folder: {args.out} (samples.png, curves.png, metrics.csv, final_metrics.json)")
@@ -120,12 +144,19 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".npy":
-        raise ValueError(f"--out must end in .npy, got {args.out}")
-    samples = sample(args.run, args.n, seed=args.seed).numpy()
+    if args.out.suffix not in (".npy", ".png"):
+        raise ValueError(f"--out must end in .npy or .png, got {args.out}")
+    samples = sample(args.run, args.n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, samples)
-    print(f"wrote {samples.shape[0]} samples of shape {samples.shape[1:]} to {args.out}")
+    if args.out.suffix == ".png":
+        if samples.dim() != 4:
+            raise ValueError(f"a PNG grid needs an image run; {args.run} generates samples of "
+                             f"shape {tuple(samples.shape[1:])}: write .npy instead")
+        save_image_grid(args.out, samples)
+        print(f"wrote a grid of {samples.shape[0]} images to {args.out}")
+        return 0
+    np.save(args.out, samples.numpy())
+    print(f"wrote {samples.shape[0]} samples of shape {tuple(samples.shape[1:])} to {args.out}")
     return 0
 
 

@@ -72,8 +72,8 @@ def test_checkpoint_holds_the_trained_state(tiny_run):
 
 
 def test_weight_average_follows_its_recurrence(tmp_path, monkeypatch):
-    """ema₁ = θ₁, emaₖ = d·emaₖ₋₁ + (1 − d)·θₖ after each generator step."""
-    decay = 0.9
+    """ema₁ = θ₁, emaₖ = dₖ·emaₖ₋₁ + (1 − dₖ)·θₖ, dₖ = min(d, k/(9 + k)) after each generator step."""
+    decay = 0.25  # d₂ = 2/11 and d₃ = 3/12 by the warm-up, d₄ = min(0.25, 4/13) by the cap
     config = TrainConfig(steps=4, eval_every=100, eval_samples=64, hidden=16, ema=decay)
     trainer = Trainer(config, tmp_path, progress=False)
     weights = []
@@ -87,8 +87,9 @@ def test_weight_average_follows_its_recurrence(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_step", record)
     trainer.run()
     expected = weights[0]
-    for current in weights[1:]:
-        expected = {k: decay * expected[k] + (1 - decay) * current[k] for k in expected}
+    for index, current in enumerate(weights[1:], start=2):
+        d = min(decay, index / (9 + index))
+        expected = {k: d * expected[k] + (1 - d) * current[k] for k in expected}
     for name, tensor in trainer.sampler.state_dict().items():
         torch.testing.assert_close(tensor.double(), expected[name], rtol=1e-6, atol=1e-7)
 
@@ -125,7 +126,7 @@ def test_sample_errors_are_clear(tmp_path, tiny_run, capsys):
     assert main(["sample", "--run", str(broken), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
     assert "cannot be read" in capsys.readouterr().err
     assert main(["sample", "--run", str(tiny_run), "--n", "5", "--out", str(tmp_path / "x.csv")]) == 2
-    assert "must end in .npy" in capsys.readouterr().err
+    assert "must end in .npy or .png" in capsys.readouterr().err
 
 
 def test_invalid_config_is_refused():

@@ -18,6 +18,20 @@ Petzka et al. 2018; weight clipping follows Arjovsky et al. 2017 (RMSprop, lr 5e
 discriminator step per generator step with the non-saturating generator loss (Goodfellow et al.
 2014). Any loss may take any penalty (``penalty=``): R1/R2 (γ/2·E‖∇D‖², Mescheder et al. 2018)
 and DRAGAN (Kodali et al. 2017) are the usual ones for the BCE GAN.
+
+Data-dependent options resolve by the kind of data: the built-in 2-D toy sets (``toy``), other
+vector data such as an ``(N, D)`` array (``vector``), and images (``image``):
+
+===========  ============  ============  ==========  ===========  =============
+kind         models        noise_dim     batch_size  gp_weight    eval_samples
+===========  ============  ============  ==========  ===========  =============
+toy          MLP           2             256         0.1          2,500
+vector       MLP           D             256         10           2,500
+image        DCGAN         128           64          10           898
+===========  ============  ============  ==========  ===========  =============
+
+898 evaluation images are half of the 1,797 built-in digits, so the Fréchet distance of the
+samples and its real-vs-real floor are computed with the same number of images.
 """
 
 from __future__ import annotations
@@ -30,23 +44,26 @@ PENALTIES = ("gp", "lp", "r1", "r2", "dragan", "none")
 OPTIMIZERS = ("adam", "rmsprop")
 LR_SCHEDULES = ("constant", "linear")
 INITIALIZATIONS = ("pytorch", "he", "xavier", "orthogonal", "dcgan")
+ARCHITECTURES = ("mlp", "dcgan", "resnet")
+DATA_KINDS = ("toy", "vector", "image")
 CRITIC_STEPS = ("auto", "engine", "tier1")
 
 _LOSS_PENALTY = {"wgan-gp": "gp", "wgan-lp": "lp", "wgan-clip": "none", "gan": "none"}
 TOY_PENALTY_WEIGHT = 0.1  # the WGAN-GP paper's λ for its toy sets
-IMAGE_PENALTY_WEIGHT = 10.0  # ... and for images
+PENALTY_WEIGHT = 10.0  # ... and for everything else
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a run; saved, resolved, as the run folder's ``config.json``."""
 
-    dataset: str = "8gaussians"
+    dataset: str = "8gaussians"  # a built-in name, an image folder, or a .npy/.npz file
+    image_size: int | None = None  # resize images to this square size
     steps: int = 2000  # generator steps
-    batch_size: int = 256
+    batch_size: int | None = None  # None: 256 (toy, vector), 64 (image)
     loss: str = "wgan-gp"
     penalty: str | None = None  # None: the loss's own penalty (table above)
-    gp_weight: float | None = None  # λ of GP/LP/DRAGAN, γ of R1/R2; None: 0.1 toy, 10 images
+    gp_weight: float | None = None  # λ of GP/LP/DRAGAN, γ of R1/R2; None: 0.1 toy, 10 otherwise
     penalty_every: int = 1  # lazy regularization: the penalty (× k) on every k-th critic step
     clip: float = 0.01  # weight clipping bound of wgan-clip
     n_critic: int | None = None  # critic steps per generator step; None: 5 (WGAN), 1 (gan)
@@ -57,30 +74,33 @@ class TrainConfig:
     lr_schedule: str = "linear"  # constant, or linear decay to 0 at the last step
     init: str = "pytorch"
     ema: float = 0.999  # decay of the generator's weight average used for samples; 0 turns it off
-    hidden: int = 256
-    depth: int = 3
-    noise_dim: int = 2
+    architecture: str | None = None  # None: mlp (toy, vector), dcgan (image)
+    hidden: int = 256  # MLP width
+    depth: int = 3  # MLP hidden layers
+    width: int | None = None  # image models' base width; None: 64 (dcgan), 128 (resnet)
+    noise_dim: int | None = None  # None: 2 (toy), D (vector), 128 (image)
     seed: int = 0
     log_every: int = 10
     eval_every: int = 500
-    eval_samples: int = 2500
+    eval_samples: int | None = None  # None: 2,500 (toy, vector), 898 (image)
     device: str = "cpu"
     critic_step: str = "auto"  # engine (FusedCritic), tier1 (autograd), auto: engine if it can
     keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
 
     def validate(self) -> None:
-        positive = ["steps", "batch_size", "penalty_every", "hidden", "depth", "noise_dim",
-                    "log_every", "eval_every", "eval_samples", "keep_checkpoints"]
-        if self.n_critic is not None:
-            positive.append("n_critic")
+        positive = ["steps", "penalty_every", "hidden", "depth", "log_every", "eval_every",
+                    "keep_checkpoints"]
+        positive += [name for name in ("n_critic", "batch_size", "noise_dim", "eval_samples",
+                                       "width", "image_size") if getattr(self, name) is not None]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name, allowed in [("loss", LOSSES), ("penalty", PENALTIES), ("optimizer", OPTIMIZERS),
                               ("lr_schedule", LR_SCHEDULES), ("init", INITIALIZATIONS),
-                              ("critic_step", CRITIC_STEPS)]:
+                              ("critic_step", CRITIC_STEPS), ("architecture", ARCHITECTURES)]:
             value = getattr(self, name)
-            if value not in allowed and not (value is None and name in ("penalty", "optimizer")):
+            optional = name in ("penalty", "optimizer", "architecture")
+            if value not in allowed and not (value is None and optional):
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -93,21 +113,32 @@ class TrainConfig:
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"Adam betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
 
-    def resolved(self, toy_data: bool) -> TrainConfig:
-        """A copy with every ``None`` replaced by the default of the loss (and of the data kind)."""
+    def resolved(self, kind: str, data_dim: int = 2) -> TrainConfig:
+        """A copy with every ``None`` replaced by the default of the loss and of the data kind
+        (``toy``, ``vector`` of dimension ``data_dim``, or ``image``)."""
         self.validate()
+        if kind not in DATA_KINDS:
+            raise ValueError(f"kind must be one of {DATA_KINDS}, got {kind!r}")
+        image = kind == "image"
+        if self.architecture is not None and (self.architecture == "mlp") == image:
+            raise ValueError(f"architecture {self.architecture!r} does not fit {kind} data "
+                             f"({'dcgan or resnet' if image else 'mlp'})")
         clip = self.loss == "wgan-clip"
-        penalty = self.penalty if self.penalty is not None else _LOSS_PENALTY[self.loss]
-        weight = self.gp_weight
-        if weight is None:
-            weight = TOY_PENALTY_WEIGHT if toy_data else IMAGE_PENALTY_WEIGHT
+
+        def default(value, fallback):
+            return fallback if value is None else value
+
         return dataclasses.replace(
             self,
-            penalty=penalty,
-            gp_weight=weight,
-            n_critic=self.n_critic if self.n_critic is not None else (1 if self.loss == "gan" else 5),
-            optimizer=self.optimizer if self.optimizer is not None else ("rmsprop" if clip else "adam"),
-            lr=self.lr if self.lr is not None else (5e-5 if clip else 1e-4),
+            batch_size=default(self.batch_size, 64 if image else 256),
+            penalty=default(self.penalty, _LOSS_PENALTY[self.loss]),
+            gp_weight=default(self.gp_weight, TOY_PENALTY_WEIGHT if kind == "toy" else PENALTY_WEIGHT),
+            architecture=default(self.architecture, "dcgan" if image else "mlp"),
+            noise_dim=default(self.noise_dim, {"toy": 2, "vector": data_dim, "image": 128}[kind]),
+            eval_samples=default(self.eval_samples, 898 if image else 2500),
+            n_critic=default(self.n_critic, 1 if self.loss == "gan" else 5),
+            optimizer=default(self.optimizer, "rmsprop" if clip else "adam"),
+            lr=default(self.lr, 5e-5 if clip else 1e-4),
         )
 
     @classmethod

@@ -90,8 +90,9 @@ class _Network(nn.Module):
 
 def _train_network(images: torch.Tensor, labels: torch.Tensor) -> _Network:
     # A private RNG state: training must not move the caller's global torch stream, and a fixed
-    # seed gives the same classifier on every call.
-    with torch.random.fork_rng(devices=[]):
+    # seed gives the same classifier on every call. Callers may sit in a no_grad region (the
+    # trainer's evaluation).
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(TRAIN_SEED)
         network = _Network()
         shuffle = torch.Generator().manual_seed(TRAIN_SEED)

@@ -21,18 +21,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from fastgp.losses import clip_weights_
 from fastgp.train import run_folder
+from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
-from fastgp.train.data import ToyDataset, toy_dataset
+from fastgp.train.data import SwissRoll, ToyDataset
+from fastgp.train.image_data import ImageDataset, load_dataset
+from fastgp.train.image_metrics import digits_classifier, digits_quality
 from fastgp.train.initialization import initialize_
 from fastgp.train.metrics import earth_movers_distance, mode_coverage
-from fastgp.train.models import toy_critic, toy_generator
+from fastgp.train.models import image_models, mlp
 from fastgp.train.objectives import Objectives, interpolate_gradient_norms
-from fastgp.train.plots import plot_toy_samples, plot_training_curves
+from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
 
 CHECKPOINT_FORMAT = 2
 # Options that change neither the models nor the random streams: a resumed run may set them anew.
@@ -45,18 +48,35 @@ LOG_COLUMNS = [
     "step", "critic_loss", "generator_loss", "w_estimate", "penalty",
     "grad_norm_mean", "grad_norm_std", "grad_norm_max", "lr", "seconds_per_step", "seconds",
 ]
-TOY_EVALUATION_COLUMNS = [
-    "step", "modes_covered", "num_modes", "high_quality_share", "emd", "emd_floor",
-    "penalty_share", "seconds",
-]
+# Columns of evaluations.csv by what the data allow to measure.
+EVALUATION_COLUMNS = {
+    "toy": ["step", "modes_covered", "num_modes", "high_quality_share", "emd", "emd_floor",
+            "penalty_share", "seconds"],
+    "vector": ["step", "emd", "emd_floor", "penalty_share", "seconds"],
+    "digits": ["step", "classes_present", "min_class_share", "max_class_share",
+               "frechet_distance", "frechet_floor", "penalty_share", "seconds"],
+    "image": ["step", "penalty_share", "seconds"],
+}
+GRID_IMAGES = 64  # generated images shown per evaluation grid
 
 
-def build_generator(config: TrainConfig) -> nn.Module:
-    return initialize_(toy_generator(config.noise_dim, 2, config.hidden, config.depth), config.init)
+def data_kind(data) -> str:
+    """``toy`` (built-in 2-D sets), ``vector`` (other (N, D) data) or ``image``."""
+    if isinstance(data, ToyDataset | SwissRoll):
+        return "toy"
+    return "image" if isinstance(data, ImageDataset) else "vector"
 
 
-def build_critic(config: TrainConfig) -> nn.Module:
-    return initialize_(toy_critic(2, config.hidden, config.depth), config.init)
+def build_models(config: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """``(generator, critic)`` of a resolved config for samples of ``sample_shape``."""
+    if config.architecture == "mlp":
+        (dim,) = sample_shape
+        generator = mlp(config.noise_dim, dim, config.hidden, config.depth)
+        critic = mlp(dim, 1, config.hidden, config.depth)
+    else:
+        generator, critic = image_models(sample_shape, config.noise_dim, config.architecture,
+                                         config.width)
+    return initialize_(generator, config.init), initialize_(critic, config.init)
 
 
 def _optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -75,21 +95,23 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True,
                  resume: bool = False) -> None:
-        self.data = toy_dataset(config.dataset)
-        config = self.config = config.resolved(toy_data=True)
+        self.data = load_dataset(config.dataset, config.image_size)
+        self.kind = data_kind(self.data)
+        self.sample_shape = tuple(self.data.sample(1).shape[1:])
+        config = self.config = config.resolved(self.kind, self.sample_shape[0])
         self.out_dir = Path(out_dir)
         self.progress = progress
         self.device = torch.device(config.device)
         torch.manual_seed(config.seed)
         self.data_stream = torch.Generator().manual_seed(config.seed + 1)
-        self.generator = build_generator(config).to(self.device)
-        self.critic = build_critic(config).to(self.device)
+        self.generator, self.critic = build_models(config, self.sample_shape)
+        self.generator.to(self.device)
+        self.critic.to(self.device)
         self.generator_optimizer = _optimizer(self.generator.parameters(), config)
         self.critic_optimizer = _optimizer(self.critic.parameters(), config)
         self.average = None
         if config.ema > 0:
-            self.average = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
-                                         use_buffers=True)
+            self.average = generator_average(self.generator, config.ema)
         self.objectives = Objectives(self.critic, config)
         # Draws of diagnostics (gradient norms, timing probes) come from their own stream so that
         # logging and evaluation never change the training run.
@@ -98,9 +120,13 @@ class Trainer:
         # evaluations differ only by the model; the second real batch gives the EMD floor.
         evaluation_stream = torch.Generator().manual_seed(config.seed + 2)
         self.eval_noise = torch.randn(config.eval_samples, config.noise_dim, generator=evaluation_stream)
-        self.eval_real = self.data.sample(config.eval_samples, evaluation_stream)
-        self.eval_real_other = self.data.sample(config.eval_samples, evaluation_stream)
+        if self.kind != "image":  # images are measured against the classifier's own real halves
+            self.eval_real = self.data.sample(config.eval_samples, evaluation_stream)
+            self.eval_real_other = self.data.sample(config.eval_samples, evaluation_stream)
         self._emd_floor: float | None = None
+        self.evaluation_columns = EVALUATION_COLUMNS[
+            "digits" if config.dataset == "digits" else self.kind]
+        self._classifier = None  # the digits classifier, loaded at the first evaluation
         self.step = 0
         self.seconds_before = 0.0  # training time of the run before a resume
         self._start: float | None = None  # perf_counter origin of the training-time axis
@@ -127,7 +153,7 @@ class Trainer:
         resume_after = self.step if self.resumed else None
         log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS, resume_after)
         self.evaluations = run_folder.MetricsLog(self.out_dir / EVALUATIONS_CSV,
-                                                 TOY_EVALUATION_COLUMNS, resume_after)
+                                                 self.evaluation_columns, resume_after)
         start = self._start = time.perf_counter() - self.seconds_before
         last_log = (self.step, time.perf_counter())
         # Redraw often on a terminal, rarely in a log file (CI, nohup) so logs stay readable.
@@ -271,32 +297,41 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, figure_name: str) -> dict:
-        """Metrics of the fixed evaluation batch, a figure of it over real data, and a row of
-        ``evaluations.csv``."""
+        """Metrics of the fixed evaluation batch, a figure of it (over real data, or an image
+        grid), and a row of ``evaluations.csv``."""
         sampler = self.sampler
         sampler.eval()
         samples = sampler(self.eval_noise.to(self.device)).cpu()
         sampler.train()
         metrics: dict = {"step": self.step}
-        if self._emd_floor is None:
-            self._emd_floor = earth_movers_distance(self.eval_real_other, self.eval_real)
-        metrics["emd"] = earth_movers_distance(samples, self.eval_real)
-        metrics["emd_floor"] = self._emd_floor
-        if isinstance(self.data, ToyDataset):
-            metrics |= mode_coverage(samples, self.data.centres, self.data.sigma).as_dict()
+        title = f"{self.config.dataset}, step {self.step}"
+        if self.kind == "image":
+            if self.config.dataset == "digits":
+                if self._classifier is None:
+                    self._classifier = digits_classifier()
+                metrics |= digits_quality(samples, self._classifier)
+            save_image_grid(self.out_dir / figure_name, samples[:GRID_IMAGES])
+        else:
+            if self._emd_floor is None:
+                self._emd_floor = earth_movers_distance(self.eval_real_other, self.eval_real)
+            metrics["emd"] = earth_movers_distance(samples, self.eval_real)
+            metrics["emd_floor"] = self._emd_floor
+            if isinstance(self.data, ToyDataset):
+                metrics |= mode_coverage(samples, self.data.centres, self.data.sigma).as_dict()
+                title += (f": {metrics['modes_covered']}/{metrics['num_modes']} modes, "
+                          f"{100 * metrics['high_quality_share']:.1f}% high quality")
+            # The critic's level sets are drawn where the data are 2-D.
+            critic = None
+            if self.sample_shape == (2,):
+                critic = lambda points: self.critic(points.to(self.device)).cpu()  # noqa: E731
+            plot_toy_samples(self.out_dir / figure_name, self.eval_real, samples, critic, title)
         with torch.enable_grad():
             metrics["penalty_share"] = self.penalty_share()
         start = self._start
         metrics["seconds"] = self.seconds_before if start is None else time.perf_counter() - start
         if self.evaluations is not None:
             self.evaluations.append({column: metrics.get(column, "")
-                                     for column in TOY_EVALUATION_COLUMNS})
-        title = f"{self.config.dataset}, step {self.step}"
-        if "modes_covered" in metrics:
-            title += (f": {metrics['modes_covered']}/{metrics['num_modes']} modes, "
-                      f"{100 * metrics['high_quality_share']:.1f}% high quality")
-        critic_cpu = lambda points: self.critic(points.to(self.device)).cpu()  # noqa: E731
-        plot_toy_samples(self.out_dir / figure_name, self.eval_real, samples, critic_cpu, title)
+                                     for column in self.evaluation_columns})
         return metrics
 
     def save_checkpoint(self) -> None:
@@ -312,6 +347,7 @@ class Trainer:
             "step": self.step,
             "seconds": self.seconds_before if start is None else time.perf_counter() - start,
             "config": dataclasses.asdict(self.config),
+            "sample_shape": list(self.sample_shape),
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
             "generator_optimizer": self.generator_optimizer.state_dict(),
@@ -363,7 +399,7 @@ def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
         raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {config_path.name} is missing")
     config = TrainConfig.from_dict(run_folder.read_json(config_path))
     state = run_folder.load_checkpoint(run_dir / run_folder.CHECKPOINT_FILE)
-    generator = build_generator(config)
+    generator, _ = build_models(config, tuple(state["sample_shape"]))
     if "generator_average" in state:
         average = AveragedModel(generator, use_buffers=True)
         average.load_state_dict(state["generator_average"])
@@ -375,7 +411,8 @@ def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
 
 @torch.no_grad()
 def sample(run_dir: Path, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` samples from a run's generator, shape ``(n, 2)``, reproducible for a ``seed``."""
+    """``n`` samples from a run's generator, shape ``(n, *sample_shape)``, reproducible for a
+    ``seed``."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     generator, config = load_generator(run_dir)
