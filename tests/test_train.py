@@ -38,6 +38,31 @@ def test_run_folder_contents(tiny_run):
     assert (config["beta1"], config["beta2"], config["n_critic"]) == (0.5, 0.9, 5)
 
 
+def test_report_shows_settings_metrics_evaluations_and_figures(tiny_run):
+    report = (tiny_run / "report.md").read_text()
+    assert report.startswith("# 8gaussians: wgan-gp, 20 generator steps")
+    assert "penalty: gp (λ = 0.1)" in report and "critic step: engine" in report
+    final = json.loads((tiny_run / "final_metrics.json").read_text())
+    assert f"| modes covered | {final['modes_covered']}/8 |" in report
+    evaluation_rows = [line for line in report.splitlines() if line.startswith("| 10 |")
+                       or line.startswith("| 20 |")]
+    assert len(evaluation_rows) == 2  # one per evaluation, steps 10 and 20
+    for name in ("samples.png", "curves.png"):
+        assert f"![{name}]({name})" in report
+
+
+def test_tensorboard_log_holds_the_logged_scalars(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tiny_run / "tensorboard"))
+    events.Reload()
+    w_estimates = events.Scalars("train/w_estimate")
+    assert [event.step for event in w_estimates] == [10, 20]
+    logged = [float(row["w_estimate"]) for row in _metrics_rows(tiny_run)]
+    assert [event.value for event in w_estimates] == pytest.approx(logged, rel=1e-6)
+    assert [event.step for event in events.Scalars("eval/high_quality_share")] == [10, 20]
+
+
 def test_metrics_csv_and_final_metrics(tiny_run):
     rows = _metrics_rows(tiny_run)
     assert [int(row["step"]) for row in rows] == [10, 20]

@@ -52,7 +52,8 @@ def plot_toy_samples(
 
 
 def plot_training_curves(path: Path, metrics_csv: Path) -> None:
-    """Critic loss, generator loss, Wasserstein estimate and penalty against the generator step."""
+    """Wasserstein estimate, critic and generator loss, penalty and the critic's mean gradient
+    norm at interpolates against the generator step."""
     with open(metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
@@ -62,7 +63,8 @@ def plot_training_curves(path: Path, metrics_csv: Path) -> None:
         ("w_estimate", "Wasserstein estimate"),
         ("critic_loss", "critic loss"),
         ("generator_loss", "generator loss"),
-        ("penalty", "gradient penalty"),
+        ("penalty", "penalty"),
+        ("grad_norm_mean", "mean ‖∇C(x̂)‖"),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=100)
     for axis, (column, label) in zip(axes, panels, strict=True):

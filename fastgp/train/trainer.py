@@ -36,6 +36,8 @@ from fastgp.train.metrics import earth_movers_distance, mode_coverage
 from fastgp.train.models import image_models, mlp
 from fastgp.train.objectives import Objectives, interpolate_gradient_norms
 from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
+from fastgp.train.report import write_report
+from fastgp.train.tensorboard import TensorBoardLog
 
 CHECKPOINT_FORMAT = 2
 # Options that change neither the models nor the random streams: a resumed run may set them anew.
@@ -133,6 +135,7 @@ class Trainer:
         self._stop_requested = False  # set by Ctrl-C / SIGTERM: stop after the current step
         self._last_batch: tuple[torch.Tensor, torch.Tensor] | None = None
         self.evaluations: run_folder.MetricsLog | None = None  # evaluations.csv while running
+        self.tensorboard: TensorBoardLog | None = None
         self.resumed = resume
         if resume:
             self._restore(run_folder.load_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE))
@@ -154,6 +157,7 @@ class Trainer:
         log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS, resume_after)
         self.evaluations = run_folder.MetricsLog(self.out_dir / EVALUATIONS_CSV,
                                                  self.evaluation_columns, resume_after)
+        self.tensorboard = TensorBoardLog(self.out_dir, resume_after)
         start = self._start = time.perf_counter() - self.seconds_before
         last_log = (self.step, time.perf_counter())
         # Redraw often on a terminal, rarely in a log file (CI, nohup) so logs stay readable.
@@ -176,6 +180,7 @@ class Trainer:
                         last_log = (self.step, now)
                         self._check_finite(row)
                         log.append(row)
+                        self.tensorboard.scalars("train", row, self.step)
                         bar.set_postfix(W=f"{row['w_estimate']:.4f}", pen=f"{row['penalty']:.4f}")
                     if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
                         self.evaluate(f"samples_step{self.step:06d}.png")
@@ -194,8 +199,12 @@ class Trainer:
             "critic_step": self.critic_step_name,
         }
         self.evaluations.close()
+        self.tensorboard.close()
         run_folder.write_json(self.out_dir / run_folder.FINAL_METRICS, final)
         plot_training_curves(self.out_dir / "curves.png", self.out_dir / run_folder.METRICS_CSV)
+        write_report(self.out_dir, dataclasses.asdict(self.config), final,
+                     self.out_dir / run_folder.METRICS_CSV, self.out_dir / EVALUATIONS_CSV,
+                     ["samples.png", "curves.png"])
         if interrupted:
             raise KeyboardInterrupt
         return final
@@ -332,6 +341,7 @@ class Trainer:
         if self.evaluations is not None:
             self.evaluations.append({column: metrics.get(column, "")
                                      for column in self.evaluation_columns})
+            self.tensorboard.scalars("eval", metrics, self.step)
         return metrics
 
     def save_checkpoint(self) -> None:
