@@ -3,6 +3,7 @@
 Commands:
     train    train a WGAN (GP by default) on a toy set, digits or your data; write a run folder
     sample   write samples of a trained run's generator to a .npy file or a PNG grid
+    compare  gan, wgan-clip, wgan-gp and wgan-lp on 25 gaussians with one budget: table + figure
     profile  where a critic step with the gradient penalty spends its time, FLOPs, bytes and memory
     bench    the benchmark matrix: every penalty path vs the reference and vs no penalty
     info     versions, devices, and which op backends are usable here (and why not)
@@ -32,6 +33,8 @@ from fastgp.train.config import (
 from fastgp.train.image_data import BUILTIN_DATASETS
 from fastgp.train.plots import save_image_grid
 from fastgp.train.trainer import Trainer, sample
+
+COMPARE_STEPS = 4000  # generator steps per loss in `fastgp compare`
 
 
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -157,6 +160,43 @@ def _run_sample(args: argparse.Namespace) -> int:
         return 0
     np.save(args.out, samples.numpy())
     print(f"wrote {samples.shape[0]} samples of shape {tuple(samples.shape[1:])} to {args.out}")
+    return 0
+
+
+def _compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    from fastgp.train.compare import COMPARED_LOSSES
+
+    parser = subparsers.add_parser(
+        "compare", help="the same budget for gan, wgan-clip, wgan-gp, wgan-lp on a toy set",
+        description="Train each loss with its published defaults for the same number of "
+                    "generator steps and seed; write compare.md/.csv (modes, high-quality share, "
+                    "EMD, wall time) and compare.png. Rerunning skips finished runs and resumes "
+                    "an interrupted one.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", choices=["8gaussians", "25gaussians"], default="25gaussians")
+    parser.add_argument("--steps", type=int, default=COMPARE_STEPS, help="generator steps per loss")
+    parser.add_argument("--losses", default=",".join(COMPARED_LOSSES), help="comma-separated")
+    parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from fastgp.train.compare import compare
+
+    losses = tuple(name.strip() for name in args.losses.split(",") if name.strip())
+    unknown = [name for name in losses if name not in LOSSES]
+    if unknown or not losses:
+        raise ValueError(f"--losses takes names from {LOSSES}, got {args.losses!r}")
+    base = TrainConfig(dataset=args.dataset, steps=args.steps, hidden=args.hidden, seed=args.seed,
+                       eval_every=args.eval_every, device=args.device)
+    compare(base, args.out, losses, progress=not args.no_progress)
+    print((args.out / "compare.md").read_text(), end="")
+    print(f"table: {args.out / 'compare.md'}, figure: {args.out / 'compare.png'}")
     return 0
 
 
@@ -299,8 +339,8 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "sample": _run_sample, "profile": _run_profile,
-            "bench": _run_bench, "info": _run_info}
+COMMANDS = {"train": _run_train, "sample": _run_sample, "compare": _run_compare,
+            "profile": _run_profile, "bench": _run_bench, "info": _run_info}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
     _sample_parser(subparsers)
+    _compare_parser(subparsers)
     _profile_parser(subparsers)
     _bench_parser(subparsers)
     _info_parser(subparsers)
