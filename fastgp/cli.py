@@ -28,6 +28,7 @@ from fastgp.train.config import (
     LR_SCHEDULES,
     OPTIMIZERS,
     PENALTIES,
+    PRECISIONS,
     TrainConfig,
 )
 from fastgp.train.image_data import BUILTIN_DATASETS
@@ -84,6 +85,8 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-samples", type=int, default=None,
                         help="samples per evaluation (default: 2500 toy/vector, 898 images)")
     parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="bf16/fp16: autocast forwards, fp32 norms; fp16 with loss scaling")
     parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
                         help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
                              "auto: the engine when it supports the critic")
@@ -117,7 +120,8 @@ def _run_train(args: argparse.Namespace) -> int:
         architecture=args.architecture, hidden=args.hidden, depth=args.depth, width=args.width,
         noise_dim=args.noise_dim, seed=args.seed, eval_every=args.eval_every,
         eval_samples=args.eval_samples,
-        device=args.device, critic_step=args.critic_step, keep_checkpoints=args.keep_checkpoints,
+        device=args.device, precision=args.precision, critic_step=args.critic_step,
+        keep_checkpoints=args.keep_checkpoints,
     )
     trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume)
     config = trainer.config

@@ -47,6 +47,7 @@ INITIALIZATIONS = ("pytorch", "he", "xavier", "orthogonal", "dcgan")
 ARCHITECTURES = ("mlp", "dcgan", "resnet")
 DATA_KINDS = ("toy", "vector", "image")
 CRITIC_STEPS = ("auto", "engine", "tier1")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _LOSS_PENALTY = {"wgan-gp": "gp", "wgan-lp": "lp", "wgan-clip": "none", "gan": "none"}
 TOY_PENALTY_WEIGHT = 0.1  # the WGAN-GP paper's λ for its toy sets
@@ -84,6 +85,7 @@ class TrainConfig:
     eval_every: int = 500
     eval_samples: int | None = None  # None: 2,500 (toy, vector), 898 (image)
     device: str = "cpu"
+    precision: str = "fp32"  # bf16/fp16: autocast forwards; fp16 adds loss scaling (GradScaler)
     critic_step: str = "auto"  # engine (FusedCritic), tier1 (autograd), auto: engine if it can
     keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
 
@@ -97,7 +99,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name, allowed in [("loss", LOSSES), ("penalty", PENALTIES), ("optimizer", OPTIMIZERS),
                               ("lr_schedule", LR_SCHEDULES), ("init", INITIALIZATIONS),
-                              ("critic_step", CRITIC_STEPS), ("architecture", ARCHITECTURES)]:
+                              ("critic_step", CRITIC_STEPS), ("architecture", ARCHITECTURES),
+                              ("precision", PRECISIONS)]:
             value = getattr(self, name)
             optional = name in ("penalty", "optimizer", "architecture")
             if value not in allowed and not (value is None and optional):

@@ -11,11 +11,18 @@ with the penalty ``P`` one of ``gp`` ``λ·E[(‖∇C(x̂)‖ − 1)²]``, ``lp`
 WGANs, the non-saturating ``−E[log σ(D(G(z)))]`` for ``gan``.
 
 The Wasserstein losses with GP, LP, R1, R2 or no penalty run on :class:`fastgp.FusedCritic`
-(no double backward); the BCE loss and DRAGAN run through autograd with the Tier 1 penalties.
+(no double backward); the BCE loss, DRAGAN and mixed precision run through autograd with the
+Tier 1 penalties.
+
+Mixed precision (``precision="bf16"|"fp16"``): the critic's forwards run under autocast; the
+penalty's norms and the losses are fp32. With fp16 the critic loss is scaled by a
+``GradScaler`` and the penalty follows PyTorch's AMP recipe: the input gradient is taken of the
+*scaled* scores and unscaled before the norm, so small gradients do not underflow in fp16.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
@@ -33,6 +40,7 @@ from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 from fastgp.train.config import TrainConfig
 
 ENGINE_PENALTIES = ("gp", "lp", "r1", "r2", "none")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class CriticStats(NamedTuple):
@@ -53,6 +61,10 @@ class Objectives:
         self.penalty = config.penalty
         self.weight = float(config.gp_weight)
         self.penalty_every = config.penalty_every
+        self.precision = config.precision
+        self.device_type = torch.device(config.device).type
+        # fp16 needs loss scaling, bf16 has fp32's exponent range and does not.
+        self.scaler = torch.amp.GradScaler(self.device_type) if config.precision == "fp16" else None
         self.engine = self._engine_for(critic, config.critic_step)
 
     def _engine_for(self, critic: nn.Module, choice: str) -> FusedCritic | None:
@@ -64,6 +76,8 @@ class Objectives:
             reason = "the BCE loss needs per-sample score gradients, which the engine does not seed"
         elif self.penalty not in ENGINE_PENALTIES:
             reason = f"the engine has no {self.penalty} penalty"
+        elif self.precision != "fp32":
+            reason = "the engine computes in the critic's dtype and does not run under autocast"
         else:
             try:
                 return FusedCritic(critic)
@@ -98,22 +112,31 @@ class Objectives:
             result = self.engine.step(real, fake, penalty=penalty, weight=weight, eps=eps)
             return CriticStats(result.loss, result.wasserstein, result.penalty,
                                result.norms if penalty in ("gp", "lp") else None)
-        real_scores, fake_scores = self.critic(real), self.critic(fake)
+        with self.autocast():
+            real_scores, fake_scores = self.critic(real), self.critic(fake)
+        real_scores, fake_scores = real_scores.float(), fake_scores.float()
         if self.loss == "gan":
             main = discriminator_bce_loss(real_scores, fake_scores)
         else:
             main = critic_wasserstein_loss(real_scores, fake_scores)
-        value, norms = self._autograd_penalty(penalty, weight, real, fake, rng)
+        with self.autocast():
+            value, norms = self._autograd_penalty(penalty, weight, real, fake, rng)
         loss = main + value
         for parameter in self.critic.parameters():
             parameter.grad = None
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return CriticStats(loss.detach(), wasserstein_estimate(real_scores, fake_scores).detach(),
                            value.detach(), norms)
 
+    def autocast(self):
+        """Autocast for the critic's and generator's forwards (nothing at fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=AUTOCAST_DTYPES[self.precision])
+
     def _autograd_penalty(self, penalty: str, weight: float, real: torch.Tensor,
                           fake: torch.Tensor, rng: torch.Generator | None):
-        common = {"return_norms": True, "check_inputs": False}
+        common = {"return_norms": True, "check_inputs": False, "scaler": self.scaler}
         if penalty in ("gp", "lp"):
             eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
             return gradient_penalty(self.critic, real, fake, weight=weight, eps=eps,
@@ -129,6 +152,7 @@ class Objectives:
         return real.new_zeros(()), None
 
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        fake_scores = fake_scores.float()
         if self.loss == "gan":
             return generator_nonsaturating_loss(fake_scores)
         return generator_wasserstein_loss(fake_scores)

@@ -44,6 +44,7 @@ CHECKPOINT_FORMAT = 2
 # (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
 EVALUATIONS_CSV = "evaluations.csv"
+SCALED_COLUMNS = ("critic_loss", "penalty", "grad_norm_mean", "grad_norm_std", "grad_norm_max")
 PENALTY_SHARE_REPEATS = 5
 
 LOG_COLUMNS = [
@@ -88,6 +89,15 @@ def _optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, config.lr, betas=(config.beta1, config.beta2), fused=True)
 
 
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """A plain step, or with fp16 the scaler's: unscale, skip on inf/NaN, adapt the scale."""
+    if scaler is None:
+        optimizer.step()
+        return
+    scaler.step(optimizer)
+    scaler.update()
+
+
 class Trainer:
     """Runs one training job and writes its run folder.
 
@@ -115,6 +125,8 @@ class Trainer:
         if config.ema > 0:
             self.average = generator_average(self.generator, config.ema)
         self.objectives = Objectives(self.critic, config)
+        self.generator_scaler = (torch.amp.GradScaler(self.device.type)
+                                 if config.precision == "fp16" else None)
         # Draws of diagnostics (gradient norms, timing probes) come from their own stream so that
         # logging and evaluation never change the training run.
         self.probe_stream = torch.Generator(self.device).manual_seed(config.seed + 3)
@@ -245,21 +257,24 @@ class Trainer:
         for index in range(config.n_critic):
             real = self.data.sample(config.batch_size, self.data_stream).to(self.device)
             noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
-            with torch.no_grad():
-                fake = self.generator(noise)
+            with torch.no_grad(), self.objectives.autocast():
+                fake = self.generator(noise).float()
             due = self.objectives.penalty_due(self.step * config.n_critic + index)
             stats = self.objectives.critic_step(real, fake, due)
-            self.critic_optimizer.step()
+            _optimizer_step(self.critic_optimizer, self.objectives.scaler)
             if config.loss == "wgan-clip":
                 clip_weights_(self.critic, config.clip)
         self._last_batch = (real, fake)
 
         self.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
         noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
-        generator_loss = self.objectives.generator_loss(self.critic(self.generator(noise)))
+        with self.objectives.autocast():
+            fake_scores = self.critic(self.generator(noise))
+        generator_loss = self.objectives.generator_loss(fake_scores)
         self.generator_optimizer.zero_grad(set_to_none=True)
-        generator_loss.backward()
-        self.generator_optimizer.step()
+        scaler = self.generator_scaler
+        (scaler.scale(generator_loss) if scaler is not None else generator_loss).backward()
+        _optimizer_step(self.generator_optimizer, scaler)
         self.critic.requires_grad_(True)
         if self.average is not None:
             self.average.update_parameters(self.generator)
@@ -282,7 +297,12 @@ class Trainer:
         }
 
     def _check_finite(self, row: dict[str, float]) -> None:
-        bad = [name for name, value in row.items() if not math.isfinite(value)]
+        # With fp16 loss scaling, a step whose scaled gradients overflowed is skipped by the
+        # scaler (which then lowers the scale): its penalty and norms are inf/NaN by design.
+        # Divergence still shows in the scores (W estimate) and the generator loss.
+        exempt = SCALED_COLUMNS if self.config.precision == "fp16" else ()
+        bad = [name for name, value in row.items()
+               if not math.isfinite(value) and name not in exempt]
         if bad:
             raise FloatingPointError(f"training diverged at step {self.step}: {bad} not finite")
 
@@ -366,6 +386,9 @@ class Trainer:
         }
         if self.average is not None:
             state["generator_average"] = self.average.state_dict()
+        if self.generator_scaler is not None:
+            state["scalers"] = {"critic": self.objectives.scaler.state_dict(),
+                                "generator": self.generator_scaler.state_dict()}
         run_folder.save_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE, state)
         run_folder.keep_history(self.out_dir / run_folder.CHECKPOINT_FILE,
                                 self.out_dir / run_folder.CHECKPOINT_HISTORY,
@@ -390,6 +413,9 @@ class Trainer:
         self.critic.load_state_dict(state["critic"])
         if self.average is not None:
             self.average.load_state_dict(state["generator_average"])
+        if self.generator_scaler is not None:
+            self.objectives.scaler.load_state_dict(state["scalers"]["critic"])
+            self.generator_scaler.load_state_dict(state["scalers"]["generator"])
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
