@@ -31,6 +31,7 @@ from fastgp.train.config import (
     PRECISIONS,
     TrainConfig,
 )
+from fastgp.train.distributed import ProcessGroup
 from fastgp.train.image_data import BUILTIN_DATASETS
 from fastgp.train.plots import save_image_grid
 from fastgp.train.trainer import Trainer, sample
@@ -123,16 +124,29 @@ def _run_train(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, critic_step=args.critic_step,
         keep_checkpoints=args.keep_checkpoints,
     )
-    trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume)
+    group = ProcessGroup.from_environment(config.device)  # torchrun: one process per shard
+    trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume,
+                      group=group)
+    if not group.is_main:  # rank 0 reports; the others train quietly
+        try:
+            trainer.run()
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            group.close()
+        return 0
     config = trainer.config
+    processes = f", {group.world_size} processes" if group.distributed else ""
     print(f"fastgp train: {config.dataset}, {config.loss} (penalty {config.penalty}, "
-          f"n_critic {config.n_critic}), {config.steps} generator steps -> {args.out}; "
+          f"n_critic {config.n_critic}), {config.steps} generator steps{processes} -> {args.out}; "
           f"critic step: {trainer.critic_step_name}")
     try:
         final = trainer.run()
     except KeyboardInterrupt:
         print(f"interrupted: checkpoint and metrics saved in {args.out}", file=sys.stderr)
         return 130
+    finally:
+        group.close()
     summary = {key: final[key] for key in ("steps", "seconds") if key in final}
     if "modes_covered" in final:
         summary["modes"] = f"{final['modes_covered']}/{final['num_modes']}"

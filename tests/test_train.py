@@ -227,7 +227,7 @@ def test_resume_refuses_a_changed_config_or_a_foreign_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="gp_weight"):
         Trainer(changed, tmp_path / "run", progress=False, resume=True)
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    del state["rng"]
+    del state["processes"]
     torch.save(state, tmp_path / "run" / "checkpoint.pt")
     with pytest.raises(ValueError, match="cannot be resumed"):
         Trainer(_resume_config(4), tmp_path / "run", progress=False, resume=True)

@@ -96,20 +96,21 @@ class Objectives:
         return self.penalty != "none" and critic_step_index % self.penalty_every == 0
 
     def critic_step(self, real: torch.Tensor, fake: torch.Tensor, with_penalty: bool,
-                    rng: torch.Generator | None = None) -> CriticStats:
+                    rng: torch.Generator | None = None,
+                    eps: torch.Tensor | None = None) -> CriticStats:
         """Set every critic ``.grad`` to the gradient of the critic loss; return its statistics.
 
         With lazy regularization the penalty is weighted by ``penalty_every`` on the steps that
         carry it, so its average over steps stays ``λ·P``. ``rng`` draws ε and DRAGAN's noise
-        (the global generator when None).
+        (the global generator when None); ``eps`` (B,) fixes GP/LP's interpolation weights.
         """
         penalty = self.penalty if with_penalty else "none"
         weight = self.weight * self.penalty_every
+        if penalty in ("gp", "lp") and eps is None:
+            eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
         if self.engine is not None:
-            eps = None
-            if penalty in ("gp", "lp"):
-                eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
-            result = self.engine.step(real, fake, penalty=penalty, weight=weight, eps=eps)
+            result = self.engine.step(real, fake, penalty=penalty, weight=weight,
+                                      eps=eps if penalty in ("gp", "lp") else None)
             return CriticStats(result.loss, result.wasserstein, result.penalty,
                                result.norms if penalty in ("gp", "lp") else None)
         with self.autocast():
@@ -120,7 +121,7 @@ class Objectives:
         else:
             main = critic_wasserstein_loss(real_scores, fake_scores)
         with self.autocast():
-            value, norms = self._autograd_penalty(penalty, weight, real, fake, rng)
+            value, norms = self._autograd_penalty(penalty, weight, real, fake, rng, eps)
         loss = main + value
         for parameter in self.critic.parameters():
             parameter.grad = None
@@ -135,10 +136,10 @@ class Objectives:
         return torch.autocast(self.device_type, dtype=AUTOCAST_DTYPES[self.precision])
 
     def _autograd_penalty(self, penalty: str, weight: float, real: torch.Tensor,
-                          fake: torch.Tensor, rng: torch.Generator | None):
+                          fake: torch.Tensor, rng: torch.Generator | None,
+                          eps: torch.Tensor | None):
         common = {"return_norms": True, "check_inputs": False, "scaler": self.scaler}
         if penalty in ("gp", "lp"):
-            eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
             return gradient_penalty(self.critic, real, fake, weight=weight, eps=eps,
                                     one_sided=penalty == "lp", **common)
         if penalty == "r1":

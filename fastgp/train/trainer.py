@@ -29,6 +29,7 @@ from fastgp.train import run_folder
 from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
 from fastgp.train.data import SwissRoll, ToyDataset
+from fastgp.train.distributed import ProcessGroup
 from fastgp.train.image_data import ImageDataset, load_dataset
 from fastgp.train.image_metrics import digits_classifier, digits_quality
 from fastgp.train.initialization import initialize_
@@ -44,6 +45,7 @@ CHECKPOINT_FORMAT = 2
 # (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
 EVALUATIONS_CSV = "evaluations.csv"
+RANK_SEED_STRIDE = 7919  # process r draws its noise and data from seed + 7919·r
 SCALED_COLUMNS = ("critic_loss", "penalty", "grad_norm_mean", "grad_norm_std", "grad_norm_max")
 PENALTY_SHARE_REPEATS = 5
 
@@ -106,19 +108,30 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True,
-                 resume: bool = False) -> None:
+                 resume: bool = False, group: ProcessGroup | None = None) -> None:
+        self.group = group if group is not None else ProcessGroup()
         self.data = load_dataset(config.dataset, config.image_size)
         self.kind = data_kind(self.data)
         self.sample_shape = tuple(self.data.sample(1).shape[1:])
         config = self.config = config.resolved(self.kind, self.sample_shape[0])
         self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.device = torch.device(config.device)
+        self.progress = progress and self.group.is_main
+        self.device = self.group.device(config.device)
+        if config.batch_size % self.group.world_size:
+            raise ValueError(f"batch_size {config.batch_size} must divide evenly over "
+                             f"{self.group.world_size} processes")
+        self.local_batch = config.batch_size // self.group.world_size  # this process's shard
         torch.manual_seed(config.seed)
-        self.data_stream = torch.Generator().manual_seed(config.seed + 1)
         self.generator, self.critic = build_models(config, self.sample_shape)
         self.generator.to(self.device)
         self.critic.to(self.device)
+        self.group.broadcast_parameters(self.generator)
+        self.group.broadcast_parameters(self.critic)
+        # Every process draws its own shard: its own noise, ε and real samples.
+        stream_seed = config.seed + RANK_SEED_STRIDE * self.group.rank
+        if self.group.distributed:
+            torch.manual_seed(stream_seed)
+        self.data_stream = torch.Generator().manual_seed(stream_seed + 1)
         self.generator_optimizer = _optimizer(self.generator.parameters(), config)
         self.critic_optimizer = _optimizer(self.critic.parameters(), config)
         self.average = None
@@ -163,13 +176,18 @@ class Trainer:
 
     def run(self) -> dict:
         """Train for ``config.steps`` generator steps; returns the final metrics."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE, dataclasses.asdict(self.config))
+        main = self.group.is_main  # rank 0 writes the run folder; the others only train
         resume_after = self.step if self.resumed else None
-        log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS, resume_after)
-        self.evaluations = run_folder.MetricsLog(self.out_dir / EVALUATIONS_CSV,
-                                                 self.evaluation_columns, resume_after)
-        self.tensorboard = TensorBoardLog(self.out_dir, resume_after)
+        log = None
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE,
+                                  dataclasses.asdict(self.config))
+            log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS,
+                                        resume_after)
+            self.evaluations = run_folder.MetricsLog(self.out_dir / EVALUATIONS_CSV,
+                                                     self.evaluation_columns, resume_after)
+            self.tensorboard = TensorBoardLog(self.out_dir, resume_after)
         start = self._start = time.perf_counter() - self.seconds_before
         last_log = (self.step, time.perf_counter())
         # Redraw often on a terminal, rarely in a log file (CI, nohup) so logs stay readable.
@@ -179,7 +197,8 @@ class Trainer:
         interrupted = False
         try:
             with self._stop_between_steps():
-                while self.step < self.config.steps and not self._stop_requested:
+                while (self.step < self.config.steps
+                       and not self.group.any(self._stop_requested, self.device)):
                     stats = self._train_step()
                     self.step += 1
                     bar.update(1)
@@ -191,24 +210,31 @@ class Trainer:
                         }
                         last_log = (self.step, now)
                         self._check_finite(row)
-                        log.append(row)
-                        self.tensorboard.scalars("train", row, self.step)
-                        bar.set_postfix(W=f"{row['w_estimate']:.4f}", pen=f"{row['penalty']:.4f}")
+                        if main:
+                            log.append(row)
+                            self.tensorboard.scalars("train", row, self.step)
+                            bar.set_postfix(W=f"{row['w_estimate']:.4f}", pen=f"{row['penalty']:.4f}")
                     if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
-                        self.evaluate(f"samples_step{self.step:06d}.png")
+                        if main:
+                            self.evaluate(f"samples_step{self.step:06d}.png")
                         self.save_checkpoint()
                         last_log = (self.step, time.perf_counter())  # evaluation is not step time
-            interrupted = self._stop_requested
+            interrupted = self.step < self.config.steps
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
         seconds = time.perf_counter() - start
         self.save_checkpoint()
+        if not main:
+            if interrupted:
+                raise KeyboardInterrupt
+            return {}
         final = self.evaluate("samples.png") | {
             "steps": self.step, "seconds": seconds, "interrupted": interrupted,
-            "critic_step": self.critic_step_name,
+            "critic_step": self.critic_step_name, "processes": self.group.world_size,
         }
         self.evaluations.close()
         self.tensorboard.close()
@@ -255,25 +281,27 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
         for index in range(config.n_critic):
-            real = self.data.sample(config.batch_size, self.data_stream).to(self.device)
-            noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
+            real = self.data.sample(self.local_batch, self.data_stream).to(self.device)
+            noise = torch.randn(self.local_batch, config.noise_dim, device=self.device)
             with torch.no_grad(), self.objectives.autocast():
                 fake = self.generator(noise).float()
             due = self.objectives.penalty_due(self.step * config.n_critic + index)
             stats = self.objectives.critic_step(real, fake, due)
+            self.group.average_gradients(self.critic)
             _optimizer_step(self.critic_optimizer, self.objectives.scaler)
             if config.loss == "wgan-clip":
                 clip_weights_(self.critic, config.clip)
         self._last_batch = (real, fake)
 
         self.critic.requires_grad_(False)  # the generator step needs no critic weight gradients
-        noise = torch.randn(config.batch_size, config.noise_dim, device=self.device)
+        noise = torch.randn(self.local_batch, config.noise_dim, device=self.device)
         with self.objectives.autocast():
             fake_scores = self.critic(self.generator(noise))
         generator_loss = self.objectives.generator_loss(fake_scores)
         self.generator_optimizer.zero_grad(set_to_none=True)
         scaler = self.generator_scaler
         (scaler.scale(generator_loss) if scaler is not None else generator_loss).backward()
+        self.group.average_gradients(self.generator)
         _optimizer_step(self.generator_optimizer, scaler)
         self.critic.requires_grad_(True)
         if self.average is not None:
@@ -285,11 +313,16 @@ class Trainer:
         norms = stats.norms
         if norms is None:  # no penalty measured them on this step: measure at fresh interpolates
             norms = interpolate_gradient_norms(self.critic, *self._last_batch, rng=self.probe_stream)
+        # Means over equal shards are the global batch's means; norms are gathered whole.
+        losses = torch.stack([stats.loss, step_stats["generator_loss"], stats.w_estimate,
+                              stats.penalty]).float()
+        losses = self.group.average(losses).tolist()
+        norms = self.group.concatenate(norms.float())
         return {
-            "critic_loss": stats.loss.item(),
-            "generator_loss": step_stats["generator_loss"].item(),
-            "w_estimate": stats.w_estimate.item(),
-            "penalty": stats.penalty.item(),
+            "critic_loss": losses[0],
+            "generator_loss": losses[1],
+            "w_estimate": losses[2],
+            "penalty": losses[3],
             "grad_norm_mean": norms.mean().item(),
             "grad_norm_std": norms.std().item() if norms.numel() > 1 else 0.0,
             "grad_norm_max": norms.max().item(),
@@ -367,10 +400,14 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Everything a resumed run needs to continue exactly: models, weight average, optimizers,
         step, time and the random streams (noise and ε from the global generator, real samples
-        from the data stream). The learning-rate schedule is a function of the step."""
+        from the data stream) of every process. The learning-rate schedule is a function of the
+        step. Every process must call it (the random states are gathered); rank 0 writes."""
         rng = {"torch": torch.get_rng_state(), "data": self.data_stream.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        rng_per_process = self.group.gather(rng)
+        if not self.group.is_main:
+            return
         start = self._start
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -382,7 +419,8 @@ class Trainer:
             "critic": self.critic.state_dict(),
             "generator_optimizer": self.generator_optimizer.state_dict(),
             "critic_optimizer": self.critic_optimizer.state_dict(),
-            "rng": rng,
+            "processes": self.group.world_size,
+            "rng": rng_per_process,
         }
         if self.average is not None:
             state["generator_average"] = self.average.state_dict()
@@ -397,7 +435,7 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         """Continue from a checkpoint of a run with the same config (``steps`` may grow)."""
         path = self.out_dir / run_folder.CHECKPOINT_FILE
-        if state.get("format") != CHECKPOINT_FORMAT or "rng" not in state:
+        if state.get("format") != CHECKPOINT_FORMAT or "processes" not in state:
             raise ValueError(f"checkpoint {path} was written by another version of fastgp "
                              f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}); "
                              "it cannot be resumed")
@@ -409,6 +447,10 @@ class Trainer:
             changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
             raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
                              f"{', '.join(RESUMABLE_CHANGES)} may change")
+        if state["processes"] != self.group.world_size:
+            raise ValueError(f"cannot resume {self.out_dir}: it ran on {state['processes']} "
+                             f"processes, this job has {self.group.world_size}; each process's "
+                             "random streams are part of the checkpoint")
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         if self.average is not None:
@@ -418,10 +460,11 @@ class Trainer:
             self.generator_scaler.load_state_dict(state["scalers"]["generator"])
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.data_stream.set_state(state["rng"]["data"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        rng = state["rng"][self.group.rank]
+        torch.set_rng_state(rng["torch"])
+        self.data_stream.set_state(rng["data"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.step = int(state["step"])
         self.seconds_before = float(state["seconds"])
 
