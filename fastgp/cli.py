@@ -82,6 +82,8 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--noise-dim", type=int, default=None,
                         help="default: 2 (toy), D (vector data), 128 (images)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--log-every", type=int, default=defaults.log_every,
+                        help="generator steps between rows of metrics.csv")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--eval-samples", type=int, default=None,
                         help="samples per evaluation (default: 2500 toy/vector, 898 images)")
@@ -91,6 +93,8 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
                         help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
                              "auto: the engine when it supports the critic")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the engine's critic step under torch.compile (slower on CPU)")
     parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
                         help="step-numbered checkpoints kept in checkpoints/")
     parser.add_argument("--resume", action="store_true",
@@ -119,9 +123,11 @@ def _run_train(args: argparse.Namespace) -> int:
         clip=args.clip, n_critic=args.n_critic, optimizer=args.optimizer, lr=args.lr,
         lr_schedule=args.lr_schedule, init=args.init, ema=args.ema,
         architecture=args.architecture, hidden=args.hidden, depth=args.depth, width=args.width,
-        noise_dim=args.noise_dim, seed=args.seed, eval_every=args.eval_every,
+        noise_dim=args.noise_dim, seed=args.seed, log_every=args.log_every,
+        eval_every=args.eval_every,
         eval_samples=args.eval_samples,
         device=args.device, precision=args.precision, critic_step=args.critic_step,
+        compile=args.compile,
         keep_checkpoints=args.keep_checkpoints,
     )
     group = ProcessGroup.from_environment(config.device)  # torchrun: one process per shard

@@ -279,3 +279,43 @@ def test_cli_resume_continues_a_run_to_more_steps(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), *more, "--resume"]) == 0
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == first + 4
     assert "critic step: engine" in capsys.readouterr().out
+
+
+def test_kill_9_loses_at_most_one_interval_and_never_a_loadable_checkpoint(tmp_path):
+    """SIGKILL at arbitrary moments (mid-step, mid-evaluation, mid-write): the checkpoint always
+    loads, is at most one evaluation interval behind the last logged step, and resumes."""
+    import random
+    import subprocess
+    import sys
+    import time
+
+    run, interval = tmp_path / "run", 3
+    command = [sys.executable, "-m", "fastgp", "train", "--out", str(run), "--steps", "100000",
+               "--hidden", "16", "--eval-every", str(interval), "--eval-samples", "64",
+               "--log-every", "1", "--no-progress"]
+    environment = dict(__import__("os").environ, OMP_NUM_THREADS="1")
+    rng, reached = random.Random(0), 0
+    for attempt in range(2):
+        process = subprocess.Popen(command + (["--resume"] if attempt else []), env=environment,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until this process has checkpointed past `reached`
+            try:
+                if load_checkpoint(run / "checkpoint.pt")["step"] > reached + interval:
+                    break
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        process.kill()
+        process.wait()
+        state = load_checkpoint(run / "checkpoint.pt")
+        last_logged = int(_metrics_rows(run)[-1]["step"])
+        assert last_logged - interval <= state["step"] <= last_logged
+        assert state["step"] > reached
+        reached = state["step"]
+    finish = command + ["--resume"]
+    finish[finish.index("--steps") + 1] = str(reached + 2)
+    assert subprocess.run(finish, env=environment, capture_output=True).returncode == 0
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == reached + 2
+    assert not list(run.glob(".*.tmp"))

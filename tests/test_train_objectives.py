@@ -216,3 +216,22 @@ def test_initialization_schemes_follow_their_definitions():
     assert network[1].weight.mean().item() == pytest.approx(1.0, abs=0.01)
     with pytest.raises(ValueError, match="unknown initialization"):
         initialize_(network, "lecun")
+
+
+def test_compiled_engine_step_equals_eager_and_autograd_refuses_compile():
+    torch._dynamo.reset()
+    real, fake = (t.float() for t in _batches(16))
+    gradients = []
+    for compile_step in (False, True):
+        critic = _critic().float()
+        config = TrainConfig(gp_weight=LAMBDA, compile=compile_step, penalty_every=2).resolved("toy")
+        objectives = Objectives(critic, config)
+        steps = []
+        for index in range(3):  # penalty, no penalty, penalty: both graphs
+            objectives.critic_step(real, fake, objectives.penalty_due(index),
+                                   rng=torch.Generator().manual_seed(index))
+            steps.append(_gradients(critic).clone())
+        gradients.append(torch.cat(steps))
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="double backward"):
+        Objectives(_critic(), TrainConfig(loss="gan", compile=True).resolved("toy"))

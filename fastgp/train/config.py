@@ -87,6 +87,7 @@ class TrainConfig:
     device: str = "cpu"
     precision: str = "fp32"  # bf16/fp16: autocast forwards; fp16 adds loss scaling (GradScaler)
     critic_step: str = "auto"  # engine (FusedCritic), tier1 (autograd), auto: engine if it can
+    compile: bool = False  # the engine's critic step under torch.compile (measured slower on CPU)
     keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
 
     def validate(self) -> None:

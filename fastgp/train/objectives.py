@@ -66,6 +66,15 @@ class Objectives:
         # fp16 needs loss scaling, bf16 has fp32's exponent range and does not.
         self.scaler = torch.amp.GradScaler(self.device_type) if config.precision == "fp16" else None
         self.engine = self._engine_for(critic, config.critic_step)
+        self._engine_step = self._run_engine
+        if config.compile:
+            if self.engine is None:
+                raise ValueError(
+                    f"compile=True needs the engine's critic step, and this run uses "
+                    f"{self.path_name}: torch.compile cannot compile autograd's double backward "
+                    "(\"aot_autograd does not currently support double backward\")")
+            # One graph per (penalty, weight) pair: two with lazy regularization.
+            self._engine_step = torch.compile(self._run_engine, fullgraph=True)
 
     def _engine_for(self, critic: nn.Module, choice: str) -> FusedCritic | None:
         """The engine when the loss, penalty and critic allow it and ``choice`` does not forbid it."""
@@ -109,10 +118,9 @@ class Objectives:
         if penalty in ("gp", "lp") and eps is None:
             eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype, generator=rng)
         if self.engine is not None:
-            result = self.engine.step(real, fake, penalty=penalty, weight=weight,
-                                      eps=eps if penalty in ("gp", "lp") else None)
-            return CriticStats(result.loss, result.wasserstein, result.penalty,
-                               result.norms if penalty in ("gp", "lp") else None)
+            loss, wasserstein, value, norms = self._engine_step(
+                real, fake, eps if penalty in ("gp", "lp") else None, penalty, weight)
+            return CriticStats(loss, wasserstein, value, norms if penalty in ("gp", "lp") else None)
         with self.autocast():
             real_scores, fake_scores = self.critic(real), self.critic(fake)
         real_scores, fake_scores = real_scores.float(), fake_scores.float()
@@ -128,6 +136,11 @@ class Objectives:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return CriticStats(loss.detach(), wasserstein_estimate(real_scores, fake_scores).detach(),
                            value.detach(), norms)
+
+    def _run_engine(self, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None,
+                    penalty: str, weight: float):
+        result = self.engine.step(real, fake, penalty=penalty, weight=weight, eps=eps)
+        return result.loss, result.wasserstein, result.penalty, result.norms
 
     def autocast(self):
         """Autocast for the critic's and generator's forwards (nothing at fp32)."""

@@ -36,6 +36,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of writes a killed process never finished (``.NAME.*.tmp``);
+    the files they were meant to replace are intact. Returns what was deleted."""
+    stale = [path for path in Path(folder).glob(".*.tmp") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_json(path: Path, payload: dict) -> None:
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode()))

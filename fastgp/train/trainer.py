@@ -181,6 +181,8 @@ class Trainer:
         log = None
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (self.out_dir, self.out_dir / run_folder.CHECKPOINT_HISTORY):
+                run_folder.remove_stale_temporaries(folder)
             run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE,
                                   dataclasses.asdict(self.config))
             log = run_folder.MetricsLog(self.out_dir / run_folder.METRICS_CSV, LOG_COLUMNS,
