@@ -34,7 +34,7 @@ def test_run_folder_contents(tiny_run):
     assert not [name for name in names if name.endswith(".tmp")]
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["dataset"] == "8gaussians" and config["steps"] == 20 and config["hidden"] == 16
-    assert config["gp_weight"] == 0.1 and config["lr"] == 1e-4
+    assert config["gp_weight"] == 0.1 and config["lr"] == 1e-3
     assert (config["beta1"], config["beta2"], config["n_critic"]) == (0.5, 0.9, 5)
 
 

@@ -182,6 +182,9 @@ def test_penalty_share_is_measured_for_penalized_runs(tmp_path):
 
 def test_config_resolves_per_loss_defaults_and_refuses_bad_values():
     assert TrainConfig().resolved("toy").gp_weight == 0.1
+    assert TrainConfig().resolved("toy").steps == 2000
+    assert TrainConfig(dataset="25gaussians").resolved("toy").steps == 6000
+    assert TrainConfig().resolved("toy").lr == 1e-3 and TrainConfig().resolved("image").lr == 1e-4
     assert TrainConfig().resolved("image").gp_weight == 10.0
     resolved = TrainConfig(loss="wgan-lp").resolved("toy")
     assert (resolved.penalty, resolved.n_critic, resolved.optimizer) == ("lp", 5, "adam")

@@ -31,6 +31,7 @@ def test_digits_run_reports_classes_and_frechet_distance_with_its_floor(tmp_path
     assert "critic step: engine" in out and "real-vs-real" in out
     config = json.loads((tmp_path / "config.json").read_text())
     assert (config["architecture"], config["gp_weight"], config["noise_dim"]) == ("dcgan", 10.0, 128)
+    assert config["lr"] == 1e-4  # the paper's image learning rate
     rows = _evaluations(tmp_path)
     assert [int(row["step"]) for row in rows] == [2, 4]
     for row in rows:
@@ -41,6 +42,9 @@ def test_digits_run_reports_classes_and_frechet_distance_with_its_floor(tmp_path
     with Image.open(tmp_path / "samples.png") as grid:  # 64 images of 8×8, 8 per row
         assert grid.mode == "L" and grid.size[0] == grid.size[1] > 8 * 8 * 4
     assert load_checkpoint(tmp_path / "checkpoint.pt")["sample_shape"] == [1, 8, 8]
+    report = (tmp_path / "report.md").read_text()
+    assert f"| digit classes present | {final['classes_present']}/10 |" in report
+    assert "Fréchet distance of classifier features" in report
 
     png, npy = tmp_path / "grid.png", tmp_path / "digits.npy"
     assert main(["sample", "--run", str(tmp_path), "--n", "10", "--out", str(png)]) == 0

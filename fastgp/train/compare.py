@@ -61,7 +61,7 @@ def compare(base: TrainConfig, out_dir: Path, losses: tuple[str, ...] = COMPARED
         if final is None:
             resume = (run_dir / run_folder.CHECKPOINT_FILE).is_file()
             trainer = Trainer(dataclasses.replace(base, loss=loss), run_dir, progress, resume=resume)
-            report(f"{loss}: training {base.steps} generator steps in {run_dir} "
+            report(f"{loss}: training {resolved.steps} generator steps in {run_dir} "
                    f"({trainer.critic_step_name}{', resumed' if resume else ''})")
             final = trainer.run()
         else:

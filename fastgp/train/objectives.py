@@ -123,7 +123,7 @@ class Objectives:
             return CriticStats(loss, wasserstein, value, norms if penalty in ("gp", "lp") else None)
         with self.autocast():
             real_scores, fake_scores = self.critic(real), self.critic(fake)
-        real_scores, fake_scores = real_scores.float(), fake_scores.float()
+        real_scores, fake_scores = at_least_fp32(real_scores), at_least_fp32(fake_scores)
         if self.loss == "gan":
             main = discriminator_bce_loss(real_scores, fake_scores)
         else:
@@ -166,10 +166,15 @@ class Objectives:
         return real.new_zeros(()), None
 
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
-        fake_scores = fake_scores.float()
+        fake_scores = at_least_fp32(fake_scores)
         if self.loss == "gan":
             return generator_nonsaturating_loss(fake_scores)
         return generator_wasserstein_loss(fake_scores)
+
+
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """Autocast's fp16/bf16 outputs in fp32, for losses; fp32 and fp64 unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def interpolate_gradient_norms(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,

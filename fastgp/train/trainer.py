@@ -35,7 +35,7 @@ from fastgp.train.image_metrics import digits_classifier, digits_quality
 from fastgp.train.initialization import initialize_
 from fastgp.train.metrics import earth_movers_distance, mode_coverage
 from fastgp.train.models import image_models, mlp
-from fastgp.train.objectives import Objectives, interpolate_gradient_norms
+from fastgp.train.objectives import Objectives, at_least_fp32, interpolate_gradient_norms
 from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
 from fastgp.train.report import write_report
 from fastgp.train.tensorboard import TensorBoardLog
@@ -286,7 +286,7 @@ class Trainer:
             real = self.data.sample(self.local_batch, self.data_stream).to(self.device)
             noise = torch.randn(self.local_batch, config.noise_dim, device=self.device)
             with torch.no_grad(), self.objectives.autocast():
-                fake = self.generator(noise).float()
+                fake = at_least_fp32(self.generator(noise))
             due = self.objectives.penalty_due(self.step * config.n_critic + index)
             stats = self.objectives.critic_step(real, fake, due)
             self.group.average_gradients(self.critic)
