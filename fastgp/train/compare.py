@@ -109,7 +109,7 @@ def _plot(path: Path, dataset: str, samples: dict[str, torch.Tensor], rows: list
         axis.set_title(f"{row['loss']}: {row['modes_covered']}/{row['num_modes']} modes, "
                        f"{100 * row['high_quality_share']:.0f}% HQ\nEMD {row['emd']:.3f}", fontsize=9)
     figure.suptitle(f"{dataset}: generated (blue) over real (orange) samples", fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.92))  # leave the top band to the suptitle
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)

@@ -53,8 +53,8 @@ CRITIC_STEPS = ("auto", "engine", "tier1")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 _LOSS_PENALTY = {"wgan-gp": "gp", "wgan-lp": "lp", "wgan-clip": "none", "gan": "none"}
-# 25 gaussians needs more steps than the other sets: with the defaults it had all 25 modes and
-# 70% high-quality samples after 2,000 steps, 91% after 4,000 and 95% after 6,000.
+# 25 gaussians needs more steps than the other sets: with the defaults, runs of 2,000 / 4,000 /
+# 6,000 steps ended with all 25 modes and 70.0% / 91.0% / 94.7% high-quality samples.
 DEFAULT_STEPS = {"25gaussians": 6000}
 TOY_PENALTY_WEIGHT = 0.1  # the WGAN-GP paper's λ for its toy sets
 PENALTY_WEIGHT = 10.0  # ... and for everything else
