@@ -165,7 +165,8 @@ def _run_train(args: argparse.Namespace) -> int:
                               f"(real-vs-real {final['frechet_floor']:.2f})")
     print("done: " + ", ".join(f"{key}={value:.1f}" if isinstance(value, float) else
                                f"{key}={value}" for key, value in summary.items()))
-    print(f"run folder: {args.out} (samples.png, curves.png, metrics.csv, final_metrics.json)")
+    print(f"run folder: {args.out} (report.md, samples.png, curves.png, metrics.csv, "
+          "evaluations.csv, final_metrics.json)")
     return 0
 
 

@@ -215,7 +215,8 @@ class Trainer:
                         if main:
                             log.append(row)
                             self.tensorboard.scalars("train", row, self.step)
-                            bar.set_postfix(W=f"{row['w_estimate']:.4f}", pen=f"{row['penalty']:.4f}")
+                            bar.set_postfix(W=f"{row['w_estimate']:.4f}", pen=f"{row['penalty']:.4f}",
+                                            refresh=False)  # redraw at the bar's own pace
                     if self.step % self.config.eval_every == 0 and self.step < self.config.steps:
                         if main:
                             self.evaluate(f"samples_step{self.step:06d}.png")
