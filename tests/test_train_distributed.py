@@ -77,18 +77,36 @@ def test_two_processes_give_the_single_process_gradients(distributed_gradients, 
     assert not torch.allclose(shard_only[0], single[0], rtol=1e-3)
 
 
-def test_torchrun_trains_with_rank_zero_writing_the_run_folder(tmp_path):
-    run = tmp_path / "run"
+def _torchrun(run, steps, *extra):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--standalone", "-m", "fastgp", "train", "--steps", "4", "--hidden", "16",
+               "--standalone", "-m", "fastgp", "train", "--steps", str(steps), "--hidden", "16",
                "--eval-every", "2", "--eval-samples", "100", "--batch-size", "64",
-               "--out", str(run), "--no-progress"]
+               "--lr-schedule", "constant", "--out", str(run), "--no-progress", *extra]
     environment = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_torchrun_trains_with_rank_zero_writing_the_run_folder(tmp_path):
+    run = tmp_path / "run"
+    result = _torchrun(run, 4)
     assert result.stdout.count("fastgp train:") == 1 and "2 processes" in result.stdout
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["processes"] == 2 and final["steps"] == 4
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert state["processes"] == 2 and len(state["rng"]) == 2
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # own streams
+
+
+def test_torchrun_resume_matches_an_uninterrupted_run(tmp_path):
+    """2 + 2 steps resumed under torchrun equal 4 steps: every process restores its own streams."""
+    _torchrun(tmp_path / "whole", 4)
+    _torchrun(tmp_path / "split", 2)
+    _torchrun(tmp_path / "split", 4, "--resume")
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert split["step"] == whole["step"] == 4
+    for name in ("critic", "generator", "generator_average"):
+        for key, tensor in whole[name].items():
+            assert torch.equal(tensor, split[name][key]), (name, key)
