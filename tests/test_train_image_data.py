@@ -14,7 +14,6 @@ from fastgp.train.image_data import (
     load_array,
     load_dataset,
     load_image_folder,
-    split_halves,
 )
 
 
@@ -51,18 +50,6 @@ def test_sample_is_reproducible_and_draws_from_the_data():
     assert vectors.sample_shape == (2,) and drawn.shape == (20, 2)
     assert torch.equal(drawn, vectors.sample(20, torch.Generator().manual_seed(3)))
     assert torch.equal(drawn[:, 1], drawn[:, 0] + 1)
-
-
-def test_split_halves_are_disjoint():
-    data = ImageDataset("ids", torch.arange(11.0).view(11, 1, 1, 1), torch.arange(11))
-    first, second = split_halves(data, torch.Generator().manual_seed(0))
-    assert first.num_samples == second.num_samples == 5
-    assert not set(first.labels.tolist()) & set(second.labels.tolist())
-    assert torch.equal(first.images.flatten().long(), first.labels)
-    again, _ = split_halves(data, torch.Generator().manual_seed(0))
-    assert torch.equal(again.labels, first.labels)
-    with pytest.raises(ValueError, match="cannot split 'one' in halves"):
-        split_halves(VectorDataset("one", torch.zeros(1, 2)))
 
 
 def test_folder_round_trip_grayscale(tmp_path):

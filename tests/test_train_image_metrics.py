@@ -6,6 +6,7 @@ import scipy.linalg
 import torch
 
 from fastgp.train import image_metrics
+from fastgp.train.image_data import digits as load_digits
 from fastgp.train.image_metrics import (
     CACHE_FILE,
     class_coverage,
@@ -28,7 +29,8 @@ def classifier(cache_dir):
 
 @pytest.fixture(scope="module")
 def digits():
-    return image_metrics._load_digits()
+    data = load_digits()
+    return data.images, data.labels
 
 
 def _exact_moments(mean, std, n=16):

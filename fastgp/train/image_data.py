@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -50,11 +49,6 @@ class ImageDataset:
         """``n`` images drawn uniformly with replacement, shape ``(n, C, H, W)``."""
         return self.images[torch.randint(0, self.num_samples, (n,), generator=generator)]
 
-    def subset(self, index: torch.Tensor) -> ImageDataset:
-        """The images (and labels) at ``index``, under the same name."""
-        labels = None if self.labels is None else self.labels[index]
-        return ImageDataset(self.name, self.images[index], labels)
-
     def resized(self, image_size: int) -> ImageDataset:
         """Every image resized to ``image_size × image_size`` (antialiased bicubic, clamped)."""
         images = F.interpolate(self.images, size=(image_size, image_size), mode="bicubic",
@@ -82,13 +76,8 @@ class VectorDataset:
         """``n`` rows drawn uniformly with replacement, shape ``(n, D)``."""
         return self.data[torch.randint(0, self.num_samples, (n,), generator=generator)]
 
-    def subset(self, index: torch.Tensor) -> VectorDataset:
-        """The rows at ``index``, under the same name."""
-        return VectorDataset(self.name, self.data[index])
-
 
 Dataset = ToyDataset | SwissRoll | ImageDataset | VectorDataset
-Data = TypeVar("Data", ImageDataset, VectorDataset)
 
 
 def digits() -> ImageDataset:
@@ -98,19 +87,6 @@ def digits() -> ImageDataset:
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).float().unsqueeze(1) / 16 * 2 - 1
     return ImageDataset("digits", images, torch.from_numpy(bunch.target).long())
-
-
-def split_halves(dataset: Data, generator: torch.Generator | None = None) -> tuple[Data, Data]:
-    """Two disjoint random halves of ``N // 2`` samples each (an odd sample out is dropped).
-
-    Comparing one half with the other gives the statistic's value between two real samples: the
-    floor that a perfect generator would reach with this many samples.
-    """
-    if dataset.num_samples < 2:
-        raise ValueError(f"cannot split {dataset.name!r} in halves: it has {dataset.num_samples} sample(s)")
-    order = torch.randperm(dataset.num_samples, generator=generator)
-    half = dataset.num_samples // 2
-    return dataset.subset(order[:half]), dataset.subset(order[half:2 * half])
 
 
 def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageDataset:

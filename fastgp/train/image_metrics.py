@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastgp.train.image_data import digits
 from fastgp.train.run_folder import atomic_write
 
 # Bump whenever the architecture, the split or the training recipe changes: an older cache file
@@ -40,15 +41,6 @@ BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
 # The real digits are cut into two halves with this seed for the Fréchet floor.
 HALVES_SEED = 0
-
-
-def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's digits as float32 images in [-1, 1], shape (1797, 1, 8, 8), and int64 labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).div(16).mul(2).sub(1).unsqueeze(1)
-    return images, torch.tensor(digits.target, dtype=torch.int64)
 
 
 def _split_indices(labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +165,8 @@ def digits_classifier(cache_dir: Path | None = None) -> DigitsClassifier:
         cached = _read_cache(path)
         if cached is not None:
             return DigitsClassifier(*cached, from_cache=True)
-    images, labels = _load_digits()
+    data = digits()
+    images, labels = data.images, data.labels
     train, test = _split_indices(labels)
     network = _train_network(images[train], labels[train])
     with torch.no_grad():
@@ -286,7 +279,7 @@ def digits_quality(samples: torch.Tensor, classifier: DigitsClassifier,
     near the floor, not near 0.
     """
     if real is None:
-        real, _ = _load_digits()
+        real = digits().images
     if real.shape[0] < 4:
         raise ValueError(f"real needs at least 4 images for two halves, got {real.shape[0]}")
     order = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(HALVES_SEED))
