@@ -21,12 +21,16 @@ import torch
 from torch import nn
 
 from fastgp import ops
-from fastgp.ops._checks import (
-    accumulation_dtype,
+from fastgp.ops._checks import accumulation_dtype
+from fastgp.validation import (
     check_batched_float,
     check_eps,
     check_finite,
+    check_grad_enabled,
     check_same_layout,
+    flag,
+    penalty_scalars,
+    real_number,
 )
 
 Critic = Callable[..., torch.Tensor]
@@ -77,9 +81,12 @@ def gradient_penalty(
         The scalar penalty, differentiable with respect to the critic's parameters; with
         ``return_norms``, ``(penalty, norms)``.
     """
+    check_grad_enabled("gradient_penalty")
     check_batched_float("real", real)
     check_batched_float("fake", fake)
     check_same_layout("real", real, "fake", fake)
+    weight, center, one_sided = penalty_scalars(weight, center, one_sided)
+    return_norms, check_inputs = flag("return_norms", return_norms), flag("check_inputs", check_inputs)
     batch = real.shape[0]
     conditions = _as_condition_tuple(cond, batch)
     _check_critic(critic, allow_batchnorm)
@@ -89,9 +96,7 @@ def gradient_penalty(
     if eps is None:
         eps = torch.rand(batch, device=real.device, dtype=real.dtype)
     else:
-        check_eps(eps, batch, real.device)
-        if check_inputs and not bool(((eps >= 0) & (eps <= 1)).all()):
-            raise ValueError("eps must lie in [0, 1]: it weights real against fake samples")
+        check_eps(eps, batch, real.device, check_values=check_inputs)
 
     x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach(), backend=backend)
     return _penalty_at(critic, x_hat, conditions, weight, center, one_sided, return_norms, scaler,
@@ -115,7 +120,10 @@ def r1_penalty(
     Pass real samples for R1 and generated samples for R2. Arguments as in
     :func:`gradient_penalty`.
     """
+    check_grad_enabled("r1_penalty")
     check_batched_float("x", x)
+    gamma = real_number("gamma", gamma, minimum=0.0)
+    return_norms, check_inputs = flag("return_norms", return_norms), flag("check_inputs", check_inputs)
     conditions = _as_condition_tuple(cond, x.shape[0])
     _check_critic(critic, allow_batchnorm)
     if check_inputs:
@@ -146,13 +154,16 @@ def dragan_penalty(
     standard deviation over the whole batch, then :func:`gradient_penalty` on
     ``ε·real + (1−ε)·x_p``.
     """
+    check_grad_enabled("dragan_penalty")
     check_batched_float("real", real)
+    scale = real_number("scale", scale, minimum=0.0)
     if noise is None:
         noise = torch.rand_like(real)
     else:
         check_same_layout("real", real, "noise", noise)
-    if check_inputs:
+    if flag("check_inputs", check_inputs):
         check_finite("real", real)
+        check_finite("noise", noise)
     real = real.detach()
     perturbed = real + scale * real.std() * noise
     return gradient_penalty(
@@ -209,7 +220,7 @@ def _as_condition_tuple(cond: Condition, batch: int) -> tuple[torch.Tensor, ...]
 def _check_critic(critic: Critic, allow_batchnorm: bool) -> None:
     if not callable(critic):
         raise TypeError(f"critic must be an nn.Module or a callable, got {type(critic).__name__}")
-    if allow_batchnorm or not isinstance(critic, nn.Module):
+    if flag("allow_batchnorm", allow_batchnorm) or not isinstance(critic, nn.Module):
         return
     for name, module in critic.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -77,7 +77,7 @@ def critic_step(
     """One full critic step; ``path`` is ``"reference"``, ``"tier1"``, ``"tier2"`` or ``None``
     (no penalty). ``tier2`` runs :class:`fastgp.FusedCritic`, which writes the gradients itself."""
     if path == "tier2":
-        result = _fused(critic).step(real, fake, weight=weight)
+        result = _fused(critic).step(real, fake, weight=weight, check_inputs=False)
         optimizer.step()
         return result.loss
     optimizer.zero_grad(set_to_none=True)
@@ -125,7 +125,7 @@ def _phased_engine_step(critic, optimizer, real, fake, weight) -> dict[str, floa
     fused = _fused(critic)
     fused.phase_hook = timer.mark
     try:
-        fused.step(real, fake, weight=weight)
+        fused.step(real, fake, weight=weight, check_inputs=False)
     finally:
         fused.phase_hook = None
     optimizer.step()

@@ -1,7 +1,8 @@
 """Critics as rules: sequences, residual blocks, and the reader that builds them from modules.
 
 ``build_rule(critic, parameters)`` reads a (nested) ``nn.Sequential`` of supported layers
-into a :class:`Chain`. A ``Linear``/``ConvNd`` followed by ``ReLU``/``LeakyReLU`` becomes one rule
+into a :class:`Chain`, every entry in the order ``forward`` calls it (a module listed twice runs
+twice). A ``Linear``/``ConvNd`` followed by ``ReLU``/``LeakyReLU`` becomes one rule
 so that the bias add, the activation and its 1-byte mask are one fused op. Any other layer
 raises :class:`UnsupportedLayerError` naming it.
 """
@@ -18,6 +19,7 @@ from fastgp.engine.affine import ConvRule, FlattenLinearRule, LinearRule
 from fastgp.engine.base import Rule, Saved, StepContext, UnsupportedLayerError
 from fastgp.engine.linear_maps import AdaptiveAvgPoolRule, AvgPoolRule, IdentityRule, ReshapeRule
 from fastgp.engine.normalization import GroupNormRule, LayerNormRule
+from fastgp.engine.readable import check_no_global_hooks, check_readable
 from fastgp.nn import Residual
 
 ParameterIndex = Callable[[nn.Parameter | None], int | None]
@@ -99,9 +101,24 @@ def _leaky_slope(module: nn.Module) -> float | None:
     return None
 
 
+def _parameter_index(index: ParameterIndex, module: nn.Module, name: str) -> ParameterIndex:
+    """``index`` that names the layer when one of its weights is not a parameter of the critic
+    (e.g. a weight recomputed from another parameter by a hook, as weight norm does)."""
+    def lookup(parameter: nn.Parameter | None) -> int | None:
+        try:
+            return index(parameter)
+        except KeyError:
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({type(module).__name__}) uses a weight that is not a registered "
+                "parameter of the critic, so the engine cannot say where its gradient belongs; "
+                "use fastgp.gradient_penalty, which works with any critic") from None
+    return lookup
+
+
 def _layer_rule(module: nn.Module, name: str, index: ParameterIndex,
                 slope: float | None) -> Rule:
     """The rule of one (non-sequence) module; ``slope`` fuses a following (Leaky)ReLU."""
+    index = _parameter_index(index, module, name)
     if isinstance(module, nn.Linear):
         return LinearRule(module, index(module.weight), index(module.bias), slope)
     if type(module) in _CONVS:
@@ -139,20 +156,16 @@ def _layer_rule(module: nn.Module, name: str, index: ParameterIndex,
         "fastgp.nn.Residual, nested nn.Sequential. fastgp.gradient_penalty works with any critic.")
 
 
-def _check_forward(module: nn.Module, name: str) -> None:
-    """A subclass that overrides ``forward`` computes something the layer list does not say."""
-    for base in (nn.Sequential, Residual):
-        if isinstance(module, base) and type(module).forward is not base.forward:
-            raise UnsupportedLayerError(
-                f"layer {name or type(module).__name__!r} ({type(module).__name__}) overrides "
-                f"{base.__name__}.forward, so its layers do not describe what it computes; use "
-                "fastgp.gradient_penalty, which works with any critic")
-
-
 def _flatten(module: nn.Module, name: str) -> list[tuple[str, nn.Module]]:
-    _check_forward(module, name)
+    """The layers of ``module`` in the order its ``forward`` calls them.
+
+    Every entry of a ``Sequential`` counts, also a module that appears twice (one activation
+    object reused between layers, a tied layer): ``nn.Sequential.forward`` calls it twice, while
+    ``named_children`` would list it once.
+    """
+    check_readable(module, name)
     if isinstance(module, nn.Sequential):
-        return [pair for child_name, child in module.named_children()
+        return [pair for child_name, child in module._modules.items() if child is not None
                 for pair in _flatten(child, f"{name}.{child_name}" if name else child_name)]
     return [(name or type(module).__name__, module)]
 
@@ -171,8 +184,9 @@ def _chain(module: nn.Module, name: str, index: ParameterIndex) -> Chain:
         if _is_full_flatten(layer) and isinstance(following, nn.Linear):
             after = layers[position + 2][1] if position + 2 < len(layers) else None
             slope = None if after is None else _leaky_slope(after)
-            rules.append(FlattenLinearRule(following, index(following.weight),
-                                           index(following.bias), slope))
+            linear_index = _parameter_index(index, following, layers[position + 1][0])
+            rules.append(FlattenLinearRule(following, linear_index(following.weight),
+                                           linear_index(following.bias), slope))
             position += 2 if slope is None else 3
             continue
         slope = None if following is None else _leaky_slope(following)
@@ -185,6 +199,7 @@ def _chain(module: nn.Module, name: str, index: ParameterIndex) -> Chain:
 def build_rule(critic: nn.Module, parameters: list[nn.Parameter]) -> Chain:
     """The engine's view of ``critic``, its rules referring to ``parameters`` by position (the
     gradients are accumulated in that order); raises :class:`UnsupportedLayerError` for unknown
-    layers."""
+    layers and for modules whose behaviour their class does not tell (:func:`check_readable`)."""
+    check_no_global_hooks()
     position = {id(p): i for i, p in enumerate(parameters)}
     return _chain(critic, "", lambda p: None if p is None else position[id(p)])

@@ -21,10 +21,19 @@ from torch import nn
 
 from fastgp.engine.base import StepContext
 from fastgp.engine.compose import build_rule
-from fastgp.ops._checks import check_batched_float, check_eps, check_same_layout
+from fastgp.engine.readable import structure_signature
 from fastgp.ops._registry import op_for, public_backend
-from fastgp.ops.backend import resolve
+from fastgp.ops.backend import BACKENDS, resolve
 from fastgp.ops.norm_penalty_op import penalty_input_gradient
+from fastgp.validation import (
+    check_batched_float,
+    check_eps,
+    check_finite,
+    check_same_layout,
+    flag,
+    penalty_scalars,
+    positive_integer,
+)
 
 PENALTIES = ("gp", "lp", "r1", "r2", "none")
 #: Where a step's time goes, in the order the passes run (see ``FusedCritic.phase_hook``).
@@ -43,6 +52,24 @@ def _kernel(name: str, backend: str):
     if backend == "native" and not torch.compiler.is_compiling():
         return getattr(torch.ops.fastgp_native, name)
     return op_for(name, backend)
+
+
+def _in_layout_of(parameter: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor | None:
+    """``grad`` with the shape, strides, dtype and device of ``parameter``.
+
+    The passes may produce a gradient in another layout (a convolution's weight gradient comes
+    out channels-last from channels-last activations). Optimizers that walk the raw storage —
+    ``Adam(fused=True)`` on CPU — would then update the wrong elements without an error, and
+    CUDA's fused kernels reject mixed layouts, so the gradient is copied into the parameter's.
+    """
+    if grad is None:
+        return None
+    if (grad.stride() == parameter.stride() and grad.dtype == parameter.dtype
+            and grad.device == parameter.device):
+        return grad
+    copy = torch.empty_strided(parameter.shape, parameter.stride(), dtype=parameter.dtype,
+                               device=parameter.device)
+    return copy.copy_(grad)
 
 
 class CriticStep(NamedTuple):
@@ -88,20 +115,36 @@ class FusedCritic:
 
     def __init__(self, critic: nn.Module, *, penalty_every: int = 1,
                  channels_last: bool | None = None, backend: str | None = None) -> None:
-        if not isinstance(penalty_every, int) or penalty_every < 1:
-            raise ValueError(f"penalty_every must be an integer >= 1, got {penalty_every!r}")
+        if not isinstance(critic, nn.Module):
+            raise TypeError(f"critic must be an nn.Module, got {type(critic).__name__}")
+        self.penalty_every = positive_integer("penalty_every", penalty_every)
+        self.channels_last = None if channels_last is None else flag("channels_last",
+                                                                      channels_last)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
         self.critic = critic
-        self.parameters = list(critic.parameters())
-        self.rule = build_rule(critic, self.parameters)
-        self.penalty_every = penalty_every
-        self.channels_last = channels_last
         self.backend = backend
+        self._read_critic()
         self._phase = 0  # step number modulo penalty_every; 0 is a penalty step
         #: Called with the name of each phase of ``PHASES`` as it ends (the profiler's timer).
         self.phase_hook: Callable[[str], None] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
+
+    def _read_critic(self) -> None:
+        """Read the critic's layers into rules (raises for a critic the engine cannot read)."""
+        self.parameters = list(self.critic.parameters())
+        self.rule = build_rule(self.critic, self.parameters)
+        self._signature = structure_signature(self.critic)
+
+    def _refresh(self) -> None:
+        """Read the critic again when it changed since the last reading (a layer added or
+        replaced, a new weight, a frozen layer, a hook, train/eval), so that no step runs on a
+        stale reading. ``torch.compile`` traces the comparison and guards on it, so a change
+        recompiles the step."""
+        if structure_signature(self.critic) != self._signature:
+            self._read_critic()
 
     def step(
         self,
@@ -113,6 +156,7 @@ class FusedCritic:
         center: float = 1.0,
         eps: torch.Tensor | None = None,
         micro_batch: int | None = None,
+        check_inputs: bool = True,
     ) -> CriticStep:
         """One critic step: sets every parameter's ``.grad`` to ``∂loss/∂θ`` (replacing it).
 
@@ -127,14 +171,31 @@ class FusedCritic:
             eps: interpolation weights ``(B,)`` for GP/LP; ``torch.rand(B)`` otherwise.
             micro_batch: compute the step in chunks of this many samples per branch: the same
                 gradients (up to rounding) with peak memory bounded by the chunk size.
+            check_inputs: refuse NaN/Inf in ``real``/``fake`` and ε outside [0, 1] (one device
+                sync each), as :func:`fastgp.gradient_penalty` does; skipped while
+                ``torch.compile`` traces the step.
+
+        Every ``.grad`` set has its parameter's shape, strides, dtype and device, so any
+        optimizer (fused Adam included) reads it as it would read autograd's; a parameter with
+        ``requires_grad=False`` gets ``.grad = None``.
         """
-        if penalty not in PENALTIES:
+        if not isinstance(penalty, str) or penalty not in PENALTIES:
             raise ValueError(f"unknown penalty {penalty!r}: expected one of {PENALTIES}")
+        weight_name = "gamma" if penalty in ("r1", "r2") else "weight"
+        weight, center, _ = penalty_scalars(weight, center, weight_name=weight_name)
+        micro_batch = positive_integer("micro_batch", micro_batch, allow_none=True)
+        # Value checks read the tensors (a device sync, a graph break under torch.compile):
+        # eager calls only.
+        check_inputs = flag("check_inputs", check_inputs) and not torch.compiler.is_compiling()
         self._check_inputs(real, fake)
         batch = real.shape[0]
-        chunk = batch if micro_batch is None else int(micro_batch)
-        if chunk < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch!r}")
+        if penalty in ("gp", "lp") and eps is not None:
+            check_eps(eps, batch, real.device, check_values=check_inputs)
+        if check_inputs:
+            check_finite("real", real)
+            check_finite("fake", fake)
+        self._refresh()
+        chunk = batch if micro_batch is None else micro_batch
         if penalty != "none":
             due, self._phase = self._phase == 0, (self._phase + 1) % self.penalty_every
             if not due:
@@ -143,7 +204,6 @@ class FusedCritic:
             if eps is None:
                 eps = torch.rand(batch, device=real.device, dtype=real.dtype)
             else:
-                check_eps(eps, batch, real.device)
                 eps = eps.to(real.dtype)
         backend = public_backend(resolve(self.backend, real.device), real.device)
         grads: list[torch.Tensor | None] = [None] * len(self.parameters)
@@ -156,8 +216,7 @@ class FusedCritic:
                     real[rows], fake[rows], None if eps is None else eps[rows], penalty, weight,
                     float(center), batch, backend, grads))
         for parameter, grad in zip(self.parameters, grads, strict=True):
-            if parameter.requires_grad:
-                parameter.grad = grad
+            parameter.grad = _in_layout_of(parameter, grad) if parameter.requires_grad else None
         wasserstein = sum((r[0] for r in results[1:]), results[0][0])
         total_penalty = sum((r[1] for r in results[1:]), results[0][1])
         norms = None if results[0][2] is None else torch.cat([r[2] for r in results])

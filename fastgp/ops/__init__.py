@@ -14,9 +14,15 @@ import torch
 from fastgp.ops import bias_act_op as bias_act_op
 from fastgp.ops import interpolate_op as interpolate_op
 from fastgp.ops import norm_penalty_op as norm_penalty_op
-from fastgp.ops._checks import check_batched_float, check_eps, check_same_layout
 from fastgp.ops._registry import op_for, public_backend
 from fastgp.ops.backend import BACKENDS, get_backend, resolve, set_backend
+from fastgp.validation import (
+    check_batched_float,
+    check_eps,
+    check_same_layout,
+    penalty_scalars,
+    real_number,
+)
 
 
 def _op(name: str, backend: str | None, device: torch.device):
@@ -57,8 +63,8 @@ def norm_penalty(
         ``grad``'s dtype otherwise.
     """
     check_batched_float("grad", grad)
-    return _op("norm_penalty", backend, grad.device)(grad, float(weight), float(center),
-                                                     bool(one_sided))
+    weight, center, one_sided = penalty_scalars(weight, center, one_sided)
+    return _op("norm_penalty", backend, grad.device)(grad, weight, center, one_sided)
 
 
 def bias_leaky_relu(
@@ -79,7 +85,8 @@ def bias_leaky_relu(
                              f"channel of dim {channel_dim}, got {tuple(bias.shape)}")
         if bias.device != x.device:
             raise ValueError(f"bias must be on {x.device}, got {bias.device}")
-    return _op("bias_leaky_relu", backend, x.device)(x, bias, float(negative_slope), channel_dim)
+    negative_slope = real_number("negative_slope", negative_slope)
+    return _op("bias_leaky_relu", backend, x.device)(x, bias, negative_slope, channel_dim)
 
 
 __all__ = ["BACKENDS", "bias_leaky_relu", "get_backend", "interpolate", "norm_penalty",
