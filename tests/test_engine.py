@@ -322,3 +322,68 @@ def test_bad_arguments_raise_clear_errors():
         fastgp.FusedCritic(critic, penalty_every=0)
     with pytest.raises(ValueError, match="one score per sample"):
         fastgp.FusedCritic(nn.Linear(2, 3).double()).step(real, fake)
+
+
+OPTIMIZERS = {
+    "adam_fused": lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.9), fused=True),
+    "adam_foreach": lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.9), foreach=True),
+    "sgd": lambda params: torch.optim.SGD(params, lr=1e-2, momentum=0.9),
+}
+
+
+def _updates_after_one_step(critic, grads, optimizer_name):
+    """Parameter changes of one optimizer step on a copy of ``critic`` whose ``.grad`` are ``grads``."""
+    critic = copy.deepcopy(critic)
+    before = [p.detach().clone() for p in critic.parameters()]
+    for parameter, grad in zip(critic.parameters(), grads, strict=True):
+        parameter.grad = grad
+    OPTIMIZERS[optimizer_name](critic.parameters()).step()
+    return [p.detach() - b for p, b in zip(critic.parameters(), before, strict=True)]
+
+
+@pytest.mark.parametrize("name", ["mlp", "dcgan32", "resnet32", "dcgan64"])
+def test_one_optimizer_step_after_the_engine_equals_one_after_autograd(name):
+    """Every ``.grad`` has its parameter's layout: optimizers that walk the raw storage (fused
+    Adam) update the same elements as after autograd — on every benchmark critic."""
+    from fastgp.bench import CRITICS as BENCH_CRITICS
+
+    spec = BENCH_CRITICS[name]
+    torch.manual_seed(0)
+    critic = spec.build().double()
+    real, fake, eps = _inputs(spec.sample_shape, 2)
+    fastgp.FusedCritic(critic).step(real, fake, eps=eps)
+    engine_grads = [p.grad for p in critic.parameters()]
+    for parameter, grad in zip(critic.parameters(), engine_grads, strict=True):
+        assert (grad.stride(), grad.dtype, grad.device) == (
+            parameter.stride(), parameter.dtype, parameter.device), name
+    # autograd.grad returns raw gradients (a double backward gives conv weight gradients odd
+    # strides); .backward() would store them in the parameter's layout, as done here.
+    autograd_grads = [torch.empty_like(p).copy_(g) for p, g in
+                      zip(critic.parameters(), _oracle(critic, real, fake, eps)[3], strict=True)]
+    for optimizer_name in OPTIMIZERS:
+        engine = _updates_after_one_step(critic, engine_grads, optimizer_name)
+        autograd = _updates_after_one_step(critic, autograd_grads, optimizer_name)
+        assert relative_error(engine, autograd) <= 1e-9, optimizer_name
+
+
+def test_the_trainers_image_critic_step_and_optimizer_match_autograd():
+    """End to end on the trainer's own pieces for digits: its DCGAN critic, its fused Adam and
+    its engine critic step give the update of its autograd critic step (fp64)."""
+    from fastgp.train import TrainConfig
+    from fastgp.train.objectives import Objectives
+    from fastgp.train.trainer import _optimizer, build_models
+
+    updates = {}
+    for path in ("engine", "tier1"):
+        config = TrainConfig(dataset="digits", critic_step=path, lr=1e-3).resolved("image", 1)
+        torch.manual_seed(0)
+        critic = build_models(config, (1, 8, 8))[1].double()
+        objectives = Objectives(critic, config)
+        assert (objectives.engine is not None) == (path == "engine")
+        optimizer = _optimizer(critic.parameters(), config)
+        before = [p.detach().clone() for p in critic.parameters()]
+        real, fake, eps = _inputs((1, 8, 8), 6)
+        objectives.critic_step(real, fake, True, eps=eps)
+        optimizer.step()
+        updates[path] = [p.detach() - b for p, b in zip(critic.parameters(), before, strict=True)]
+    assert relative_error(updates["engine"], updates["tier1"]) <= 1e-9
