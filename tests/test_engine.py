@@ -366,23 +366,29 @@ def test_one_optimizer_step_after_the_engine_equals_one_after_autograd(name):
         assert relative_error(engine, autograd) <= 1e-9, optimizer_name
 
 
-def test_the_trainers_image_critic_step_and_optimizer_match_autograd():
-    """End to end on the trainer's own pieces for digits: its DCGAN critic, its fused Adam and
-    its engine critic step give the update of its autograd critic step (fp64)."""
+@pytest.mark.parametrize("shape,architecture,width", [
+    ((1, 8, 8), "dcgan", None),      # digits with the defaults
+    ((3, 16, 16), "dcgan", 8),       # an RGB image folder
+    ((3, 32, 32), "resnet", 8),
+])
+def test_the_trainers_image_critic_step_and_optimizer_match_autograd(shape, architecture, width):
+    """End to end on the trainer's own pieces for image data: its critic, its fused Adam and its
+    engine critic step give the update of its autograd critic step (fp64)."""
     from fastgp.train import TrainConfig
     from fastgp.train.objectives import Objectives
     from fastgp.train.trainer import _optimizer, build_models
 
     updates = {}
     for path in ("engine", "tier1"):
-        config = TrainConfig(dataset="digits", critic_step=path, lr=1e-3).resolved("image", 1)
+        config = TrainConfig(critic_step=path, lr=1e-3, architecture=architecture,
+                             width=width).resolved("image", shape[0])
         torch.manual_seed(0)
-        critic = build_models(config, (1, 8, 8))[1].double()
+        critic = build_models(config, shape)[1].double()
         objectives = Objectives(critic, config)
         assert (objectives.engine is not None) == (path == "engine")
         optimizer = _optimizer(critic.parameters(), config)
         before = [p.detach().clone() for p in critic.parameters()]
-        real, fake, eps = _inputs((1, 8, 8), 6)
+        real, fake, eps = _inputs(shape, 3)
         objectives.critic_step(real, fake, True, eps=eps)
         optimizer.step()
         updates[path] = [p.detach() - b for p, b in zip(critic.parameters(), before, strict=True)]
