@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastgp.validation import real_number
+
 
 def wasserstein_estimate(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """The critic's estimate of the Wasserstein-1 distance: ``E[C(real)] − E[C(fake)]``."""
@@ -46,7 +48,6 @@ def generator_minimax_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def clip_weights_(critic: nn.Module, clip: float = 0.01) -> None:
     """Original WGAN (Arjovsky et al. 2017): clamp every critic parameter to ``[−clip, clip]`` in place."""
-    if clip <= 0:
-        raise ValueError(f"clip must be positive, got {clip}")
+    clip = real_number("clip", clip, positive=True)
     for parameter in critic.parameters():
         parameter.clamp_(-clip, clip)

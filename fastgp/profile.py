@@ -41,6 +41,13 @@ from fastgp.engine import FusedCritic
 from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
 from fastgp.penalty import gradient_penalty
 from fastgp.roofline import H100_SXM, GPUSpec, modeled_time
+from fastgp.validation import (
+    check_batched_float,
+    check_finite,
+    check_same_layout,
+    integer,
+    real_number,
+)
 
 PATHS = ("reference", "tier1", "tier2")
 OPTIMIZER_PHASE = "optimizer"
@@ -335,8 +342,14 @@ def profile_gp(
     """
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}: expected one of {PATHS}")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    check_batched_float("real", real)
+    check_batched_float("fake", fake)
+    check_same_layout("real", real, "fake", fake)
+    check_finite("real", real)
+    check_finite("fake", fake)
+    weight = real_number("weight", weight, minimum=0.0)
+    repeats = integer("repeats", repeats)
+    warmup = integer("warmup", warmup, minimum=0)
     device = real.device
     gp_critic, nogp_critic = copy.deepcopy(critic), copy.deepcopy(critic)
     gp_optimizer, nogp_optimizer = paper_adam(gp_critic), paper_adam(nogp_critic)

@@ -109,14 +109,15 @@ def flag(name: str, value: object) -> bool:
     return bool(value)
 
 
-def positive_integer(name: str, value: object, *, allow_none: bool = False) -> int | None:
-    """An integer ≥ 1 (numpy integers too; not a bool or a float such as 2.0)."""
+def integer(name: str, value: object, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """An integer ≥ ``minimum`` (numpy integers too; not a bool, nor a float such as 2.0)."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} "
+                        f"{value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)
 
 

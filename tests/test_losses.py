@@ -46,5 +46,5 @@ def test_clip_weights():
     fastgp.clip_weights_(critic, 0.05)
     for old, new in zip(before, critic.parameters(), strict=True):
         assert torch.equal(new, old.clamp(-0.05, 0.05))
-    with pytest.raises(ValueError, match="clip must be positive"):
+    with pytest.raises(ValueError, match="clip must be > 0"):
         fastgp.clip_weights_(critic, 0.0)

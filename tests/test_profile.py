@@ -49,7 +49,7 @@ def test_profile_gp_tier2_reports_the_engine_passes_at_the_flop_floor():
 def test_profile_gp_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown path 'fast'"):
         profile_gp(_tiny(), torch.randn(2, 6), torch.randn(2, 6), path="fast")
-    with pytest.raises(ValueError, match="repeats must be >= 1"):
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
         profile_gp(_tiny(), torch.randn(2, 6), torch.randn(2, 6), repeats=0)
 
 

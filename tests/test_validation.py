@@ -40,9 +40,13 @@ ENTRY_POINTS = {
         real, fake, penalty="r1", **kw),
     "norm_penalty": lambda real, fake, **kw: fastgp.norm_penalty(real, **kw),
     "FusedCritic": lambda real, fake, **kw: fastgp.FusedCritic(_critic(), **kw),
+    "profile_gp": lambda real, fake, **kw: fastgp.profile_gp(
+        _critic(), real, fake, **({"repeats": 1, "warmup": 0} | kw)),
+    "clip_weights_": lambda real, fake, **kw: fastgp.clip_weights_(_critic(), **kw),
 }
 
-ALL_WEIGHTED = ["gradient_penalty", "dragan_penalty", "FusedCritic.step", "norm_penalty"]
+ALL_WEIGHTED = ["gradient_penalty", "dragan_penalty", "FusedCritic.step", "norm_penalty",
+                "profile_gp"]
 GAMMA = {"r1_penalty": "gamma", "FusedCritic.step(r1)": "weight"}
 EPS_TAKERS = ["gradient_penalty", "dragan_penalty", "FusedCritic.step"]
 SAMPLE_TAKERS = ["gradient_penalty", "dragan_penalty", "r1_penalty", "FusedCritic.step"]
@@ -87,7 +91,12 @@ CASES = (
        ("FusedCritic", {"penalty_every": 1.5}, TypeError, "penalty_every must be an integer"),
        ("FusedCritic", {"penalty_every": True}, TypeError, "penalty_every must be an integer"),
        ("FusedCritic", {"channels_last": "yes"}, TypeError, "channels_last must be True or False"),
-       ("FusedCritic", {"backend": "cuda"}, ValueError, "backend must be one of")]
+       ("FusedCritic", {"backend": "cuda"}, ValueError, "backend must be one of"),
+       ("profile_gp", {"repeats": 0}, ValueError, "repeats must be an integer >= 1"),
+       ("profile_gp", {"warmup": -1}, ValueError, "warmup must be an integer >= 0"),
+       ("profile_gp", {"real": "nan"}, ValueError, "real contains 1 NaN"),
+       ("clip_weights_", {"clip": 0.0}, ValueError, "clip must be > 0"),
+       ("clip_weights_", {"clip": NAN}, ValueError, "clip must be finite")]
 )
 
 

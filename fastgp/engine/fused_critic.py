@@ -31,8 +31,8 @@ from fastgp.validation import (
     check_finite,
     check_same_layout,
     flag,
+    integer,
     penalty_scalars,
-    positive_integer,
 )
 
 PENALTIES = ("gp", "lp", "r1", "r2", "none")
@@ -117,7 +117,7 @@ class FusedCritic:
                  channels_last: bool | None = None, backend: str | None = None) -> None:
         if not isinstance(critic, nn.Module):
             raise TypeError(f"critic must be an nn.Module, got {type(critic).__name__}")
-        self.penalty_every = positive_integer("penalty_every", penalty_every)
+        self.penalty_every = integer("penalty_every", penalty_every)
         self.channels_last = None if channels_last is None else flag("channels_last",
                                                                       channels_last)
         if backend is not None and backend not in BACKENDS:
@@ -183,7 +183,7 @@ class FusedCritic:
             raise ValueError(f"unknown penalty {penalty!r}: expected one of {PENALTIES}")
         weight_name = "gamma" if penalty in ("r1", "r2") else "weight"
         weight, center, _ = penalty_scalars(weight, center, weight_name=weight_name)
-        micro_batch = positive_integer("micro_batch", micro_batch, allow_none=True)
+        micro_batch = integer("micro_batch", micro_batch, allow_none=True)
         # Value checks read the tensors (a device sync, a graph break under torch.compile):
         # eager calls only.
         check_inputs = flag("check_inputs", check_inputs) and not torch.compiler.is_compiling()
