@@ -104,7 +104,8 @@ def flag(name: str, value: object) -> bool:
     """A boolean option: only ``True`` or ``False`` (``"no"`` is truthy in Python, so refuse it)."""
     if isinstance(value, torch.Tensor) and value.dtype == torch.bool and value.numel() == 1:
         return bool(value)
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy.bool_ too
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if not isinstance(value, bool) and not numpy_bool:
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return bool(value)
 

@@ -140,6 +140,11 @@ def test_numbers_of_every_common_kind_are_accepted(value, expected):
     assert torch.isfinite(fastgp.gradient_penalty(_critic(), real, fake, weight=value))
 
 
+@pytest.mark.parametrize("value", [True, False, np.True_, np.False_, torch.tensor(True)])
+def test_booleans_of_every_common_kind_are_flags(value):
+    assert validation.flag("one_sided", value) is bool(value)
+
+
 def test_the_checked_values_reach_the_penalty():
     """A numpy λ, a 0-d tensor λ and a plain float give the same penalty; λ = 0 gives 0."""
     real, fake = _batch()
