@@ -1,6 +1,7 @@
 """Run folders: fastgp never deletes, overwrites or writes through what it did not write, and one
 process at a time writes a folder."""
 
+import dataclasses
 import json
 import os
 
@@ -8,6 +9,7 @@ import pytest
 
 from fastgp.cli import main
 from fastgp.train import TrainConfig, Trainer, run_contents
+from fastgp.train.compare import compare
 from fastgp.train.run_folder import MetricsLog, atomic_write, load_checkpoint
 from fastgp.train.run_lock import LOCK_FILE, RunLock
 
@@ -261,8 +263,38 @@ def test_the_lock_is_released_when_a_run_fails(tmp_path, monkeypatch):
     RunLock(tmp_path).acquire().release()
 
 
+def test_resume_with_steps_at_or_below_the_checkpoint_is_refused(finished_run, capsys):
+    before = _snapshot(finished_run)
+    for steps in ("4", "2"):
+        assert _train(finished_run, "--steps", steps, "--resume") == 2
+        err = _error(capsys)
+        assert f"its checkpoint is at step 4 and steps is {steps}; give --steps above 4" in err
+    assert _snapshot(finished_run) == before
+
+
 def test_resume_and_overwrite_together_are_refused(finished_run, capsys):
     assert _train(finished_run, "--steps", "6", "--resume", "--overwrite") == 2
     assert "give one of them" in _error(capsys)
 
 
+BASE = TrainConfig(dataset="8gaussians", steps=3, hidden=16, eval_every=100, eval_samples=200)
+
+
+def test_compare_refuses_a_finished_run_of_other_steps(tmp_path):
+    compare(BASE, tmp_path, ("wgan-gp",), progress=False, report=lambda line: None)
+    before = _snapshot(tmp_path / "wgan-gp")
+    for steps in (2, 3 + 2):
+        with pytest.raises(ValueError, match=rf"holds a run of other settings \(steps: 3 -> {steps}\)"):
+            compare(dataclasses.replace(BASE, steps=steps), tmp_path, ("wgan-gp",),
+                    progress=False, report=lambda line: None)
+    assert _snapshot(tmp_path / "wgan-gp") == before
+
+
+def test_compare_refuses_a_run_at_its_steps_that_did_not_finish(tmp_path):
+    """Before: it was resumed with nothing to train, adding a duplicate evaluation row."""
+    compare(BASE, tmp_path, ("wgan-gp",), progress=False, report=lambda line: None)
+    (tmp_path / "wgan-gp" / "final_metrics.json").unlink()  # killed before the final evaluation
+    before = _snapshot(tmp_path / "wgan-gp")
+    with pytest.raises(ValueError, match="holds a run that reached step 3 of 3 but did not finish"):
+        compare(BASE, tmp_path, ("wgan-gp",), progress=False, report=lambda line: None)
+    assert _snapshot(tmp_path / "wgan-gp") == before

@@ -520,6 +520,13 @@ class Trainer:
             changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
             raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
                              f"{', '.join(RESUMABLE_CHANGES)} may change")
+        step = int(state["step"])
+        if self.config.steps <= step:
+            # Nothing would be trained: the run would evaluate and report again, under a
+            # step count that is not the one trained.
+            raise ValueError(f"cannot resume {self.out_dir}: its checkpoint is at step {step} and "
+                             f"steps is {self.config.steps}; give --steps above {step} to train "
+                             "further")
         if state["processes"] != self.group.world_size:
             raise ValueError(f"cannot resume {self.out_dir}: it ran on {state['processes']} "
                              f"processes, this job has {self.group.world_size}; each process's "
@@ -538,7 +545,7 @@ class Trainer:
         self.data_stream.set_state(rng["data"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.step = int(state["step"])
+        self.step = step
         self.seconds_before = float(state["seconds"])
 
 
