@@ -119,7 +119,7 @@ def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
         "sample", help="write generated samples of a run to a .npy file or a PNG grid",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by train")
+    parser.add_argument("--run", required=True, help="run folder written by train")
     parser.add_argument("--n", type=int, default=1000, help="number of samples")
     parser.add_argument("--out", type=Path, required=True,
                         help="output: .npy (raw samples; images in [-1, 1]) or .png (image grid)")
@@ -191,6 +191,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_sample(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".npy", ".png"):
         raise ValueError(f"--out must end in .npy or .png, got {args.out}")
+    args.run = _folder(args.run, "--run")
     samples = sample(args.run, args.n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".png":

@@ -5,7 +5,9 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
+import torch
 
 from fastgp.cli import main
 from fastgp.train import TrainConfig, Trainer, run_contents
@@ -298,3 +300,22 @@ def test_compare_refuses_a_run_at_its_steps_that_did_not_finish(tmp_path):
     with pytest.raises(ValueError, match="holds a run that reached step 3 of 3 but did not finish"):
         compare(BASE, tmp_path, ("wgan-gp",), progress=False, report=lambda line: None)
     assert _snapshot(tmp_path / "wgan-gp") == before
+
+
+def test_sample_reads_the_config_saved_in_the_checkpoint(finished_run, tmp_path):
+    assert main(["sample", "--run", str(finished_run), "--n", "9", "--out",
+                 str(tmp_path / "a.npy")]) == 0
+    config = json.loads((finished_run / "config.json").read_text())
+    (finished_run / "config.json").write_text(json.dumps({**config, "hidden": 99, "noise_dim": 7}))
+    assert main(["sample", "--run", str(finished_run), "--n", "9", "--out",
+                 str(tmp_path / "b.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_sample_refuses_a_checkpoint_without_its_config(finished_run, tmp_path, capsys):
+    state = load_checkpoint(finished_run / "checkpoint.pt")
+    del state["config"]
+    torch.save(state, finished_run / "checkpoint.pt")
+    assert main(["sample", "--run", str(finished_run), "--n", "2", "--out",
+                 str(tmp_path / "x.npy")]) == 2
+    assert "holds no config" in _error(capsys)

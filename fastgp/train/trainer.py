@@ -551,13 +551,18 @@ class Trainer:
 
 def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
     """The sampling generator of a run folder (the weight average when the run kept one), in
-    eval mode on the CPU, with its config."""
+    eval mode on the CPU, with its config. The config is the one saved in the checkpoint with the
+    weights, not ``config.json``, which a user may edit."""
     run_dir = Path(run_dir)
-    config_path = run_dir / run_folder.CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {config_path.name} is missing")
-    config = TrainConfig.from_dict(run_folder.read_json(config_path))
-    state = run_folder.load_checkpoint(run_dir / run_folder.CHECKPOINT_FILE)
+    checkpoint = run_dir / run_folder.CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {checkpoint.name} is missing")
+    state = run_folder.load_checkpoint(checkpoint)
+    if not isinstance(state.get("config"), dict) or "sample_shape" not in state:
+        raise ValueError(f"checkpoint {checkpoint} holds no config (format "
+                         f"{state.get('format')!r}, written by another version of fastgp); "
+                         "it cannot be sampled")
+    config = TrainConfig.from_dict(state["config"])
     generator, _ = build_models(config, tuple(state["sample_shape"]))
     if "generator_average" in state:
         average = AveragedModel(generator, use_buffers=True)
