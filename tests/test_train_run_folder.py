@@ -120,7 +120,19 @@ def test_out_that_is_a_file_or_under_a_file_is_a_one_line_error(tmp_path, capsys
     assert f"fastgp train: error: {file} is a file, not a folder" in _error(capsys)
     assert _train(file / "run") == 2
     assert f"{file} is a file, not a folder" in _error(capsys)
+    assert _train(file, "--resume") == 2
+    assert f"{file} is a file, not a folder" in _error(capsys)
     assert file.read_text() == "mine"
+
+
+def test_a_folder_that_cannot_be_listed_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    def unreadable(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(run_contents, "survey", unreadable)
+    assert _train(tmp_path) == 2
+    assert f"cannot use {tmp_path} as the run folder: [Errno 13] Permission denied" in _error(capsys)
+    assert not (tmp_path / LOCK_FILE).exists()
 
 
 def test_out_that_is_not_writable_is_a_one_line_error(tmp_path, capsys, monkeypatch):

@@ -189,7 +189,11 @@ class Trainer:
         if self.group.is_main:
             try:
                 self._lock_folder(resume, overwrite)
-            except (ValueError, FileNotFoundError) as error:
+            except FileNotFoundError as error:
+                refusal = error
+            except OSError as error:  # e.g. a folder that cannot be listed
+                refusal = ValueError(f"cannot use {self.out_dir} as the run folder: {error}")
+            except ValueError as error:
                 refusal = error
         if self.group.any(refusal is not None, self.device):
             raise refusal or ValueError(f"rank 0 refused the run folder {self.out_dir}")
@@ -197,9 +201,9 @@ class Trainer:
     def _lock_folder(self, resume: bool, overwrite: bool) -> None:
         folder = self.out_dir
         checkpoint = folder / run_folder.CHECKPOINT_FILE
+        run_contents.check_destination(folder)
         if resume and not checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-        run_contents.check_destination(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
