@@ -4,6 +4,7 @@ process at a time writes a folder."""
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,22 @@ def test_fresh_run_refuses_an_earlier_run_and_overwrite_replaces_only_its_files(
     assert load_checkpoint(finished_run / "checkpoint.pt")["step"] == 1
     assert not (finished_run / "samples_step000002.png").exists()
     assert json.loads((finished_run / "final_metrics.json").read_text())["steps"] == 1
+
+
+def test_overwrite_removes_config_json_last_so_an_interrupted_one_can_be_repeated(
+        finished_run, monkeypatch):
+    removed = []
+    original = Path.unlink
+
+    def record(self, missing_ok=False):
+        removed.append(self.name)
+        original(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", record)
+    own = run_contents.check_fresh(finished_run, overwrite=True)
+    run_contents.remove(finished_run, own)
+    assert removed[-1] == "config.json" and len(removed) == len(own) > 10
+    assert list(finished_run.iterdir()) == []
 
 
 def test_fresh_run_into_an_unfinished_run_points_to_resume(tmp_path, capsys, monkeypatch):

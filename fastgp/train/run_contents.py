@@ -184,8 +184,9 @@ def hint(folder: Path) -> str:
 
 def remove(folder: Path, own: list[str]) -> None:
     """Delete fastgp's files listed by :func:`check_fresh` (never following a link), then
-    fastgp's subfolders that are left empty."""
-    for name in own:
+    fastgp's subfolders that are left empty. ``config.json`` goes last: it marks the folder as
+    fastgp's, so an ``--overwrite`` killed midway can be repeated."""
+    for name in sorted(own, key=lambda name: name == run_folder.CONFIG_FILE):
         path = folder / name.rstrip("/")
         if not name.endswith("/") and not path.is_symlink():
             path.unlink(missing_ok=True)
