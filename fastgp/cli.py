@@ -42,7 +42,9 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a WGAN-GP and write a run folder",
         description="Train a WGAN-GP (paper defaults) and write config.json, metrics.csv, "
-                    "sample figures, curves.png, final_metrics.json and checkpoint.pt.",
+                    "sample figures, curves.png, final_metrics.json and checkpoint.pt. A fresh run "
+                    "needs a new or empty --out; --resume continues the run there, --overwrite "
+                    "replaces it (removing only fastgp's own files).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset", default=defaults.dataset,
