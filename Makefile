@@ -1,5 +1,6 @@
 # One command sets up and runs; the virtual environment lives in .venv/ of the checkout.
 #   make run    install, then train the default WGAN-GP (8 gaussians) into runs/latest
+#               (--overwrite: replaces the run an earlier `make run` left there)
 #   make test   install, then run the whole test suite
 # TORCH_SPEC chooses the torch build: the default pins the CPU build that installs in seconds
 # where a local wheel is available; `make test TORCH_SPEC=torch` takes PyPI's default build
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/fastgp train --out runs/latest
+	$(BIN)/fastgp train --out runs/latest --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check fastgp tests benchmarks

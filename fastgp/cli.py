@@ -42,14 +42,18 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a WGAN-GP and write a run folder",
         description="Train a WGAN-GP (paper defaults) and write config.json, metrics.csv, "
-                    "sample figures, curves.png, final_metrics.json and checkpoint.pt.",
+                    "sample figures, curves.png, final_metrics.json and checkpoint.pt. A fresh run "
+                    "needs a new or empty --out; --resume continues the run there, --overwrite "
+                    "replaces it (removing only fastgp's own files).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dataset", default=defaults.dataset,
                         help=f"one of {', '.join(BUILTIN_DATASETS)}, a folder of images, or a "
                              ".npy/.npz array ((N, D) vectors or (N, [C,] H, W [, C]) images)")
     parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
-    parser.add_argument("--out", type=Path, default=Path("runs/latest"), help="run folder")
+    parser.add_argument("--out", default="runs/latest",
+                        help="run folder: new or empty, or holding the run to --resume or "
+                             "--overwrite; locked while the run writes it")
     parser.add_argument("--steps", type=int, default=None,
                         help="generator steps (default: 6000 on 25gaussians, 2000 otherwise)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -99,7 +103,17 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint (same options; --steps, "
                              "--eval-every, --keep-checkpoints may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a folder holding an earlier fastgp run: removes that "
+                             "run's files (only fastgp's own; other files make the run refuse)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _folder(text: str, option: str = "--out") -> Path:
+    """``text`` as a folder path; an empty one is refused (``Path("")`` is the current folder)."""
+    if not text.strip():
+        raise ValueError(f"{option} is empty; name a folder (use . for the current one)")
+    return Path(text)
 
 
 def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,7 +121,7 @@ def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
         "sample", help="write generated samples of a run to a .npy file or a PNG grid",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run", type=Path, required=True, help="run folder written by train")
+    parser.add_argument("--run", required=True, help="run folder written by train")
     parser.add_argument("--n", type=int, default=1000, help="number of samples")
     parser.add_argument("--out", type=Path, required=True,
                         help="output: .npy (raw samples; images in [-1, 1]) or .png (image grid)")
@@ -129,9 +143,10 @@ def _run_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         keep_checkpoints=args.keep_checkpoints,
     )
+    args.out = _folder(args.out)
     group = ProcessGroup.from_environment(config.device)  # torchrun: one process per shard
     trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume,
-                      group=group)
+                      group=group, overwrite=args.overwrite)
     if not group.is_main:  # rank 0 reports; the others train quietly
         try:
             trainer.run()
@@ -145,6 +160,11 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"fastgp train: {config.dataset}, {config.loss} (penalty {config.penalty}, "
           f"n_critic {config.n_critic}), {config.steps} generator steps{processes} -> {args.out}; "
           f"critic step: {trainer.critic_step_name}")
+    if trainer.stale_lock:
+        print(f"took over the lock of {trainer.stale_lock}, which ended without releasing it")
+    if trainer.replaced:
+        print(f"--overwrite: removing the earlier run's files from {args.out}: "
+              + ", ".join(trainer.replaced))
     try:
         final = trainer.run()
     except KeyboardInterrupt:
@@ -173,6 +193,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_sample(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".npy", ".png"):
         raise ValueError(f"--out must end in .npy or .png, got {args.out}")
+    args.run = _folder(args.run, "--run")
     samples = sample(args.run, args.n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".png":
@@ -206,13 +227,15 @@ def _compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--out", default="runs/compare",
+                        help="one run folder per loss in it, and the table and figure")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from fastgp.train.compare import compare
 
+    args.out = _folder(args.out)
     losses = tuple(name.strip() for name in args.losses.split(",") if name.strip())
     unknown = [name for name in losses if name not in LOSSES]
     if unknown or not losses:

@@ -143,10 +143,9 @@ def test_interrupt_saves_checkpoint_and_metrics(tmp_path, monkeypatch):
 
 def test_sample_errors_are_clear(tmp_path, tiny_run, capsys):
     assert main(["sample", "--run", str(tmp_path), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
-    assert "is not a fastgp run folder: config.json is missing" in capsys.readouterr().err
+    assert "is not a fastgp run folder: checkpoint.pt is missing" in capsys.readouterr().err
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "config.json").write_text((tiny_run / "config.json").read_text())
     (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert main(["sample", "--run", str(broken), "--n", "5", "--out", str(tmp_path / "x.npy")]) == 2
     assert "cannot be read" in capsys.readouterr().err

@@ -110,3 +110,19 @@ def test_torchrun_resume_matches_an_uninterrupted_run(tmp_path):
     for name in ("critic", "generator", "generator_average"):
         for key, tensor in whole[name].items():
             assert torch.equal(tensor, split[name][key]), (name, key)
+
+
+def test_torchrun_into_a_refused_folder_stops_every_rank(tmp_path):
+    """Rank 0 alone checks the run folder; the other ranks learn of its refusal instead of
+    waiting for it in a collective."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--standalone", "-m", "fastgp", "train", "--steps", "2", "--hidden", "16",
+               "--eval-samples", "64", "--batch-size", "64", "--out", str(run), "--no-progress"]
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode != 0
+    assert "holds files fastgp did not write (notes.txt)" in result.stderr
+    assert sorted(path.name for path in run.iterdir()) == ["notes.txt"]

@@ -3,8 +3,10 @@
 Each loss trains with its own published defaults (:mod:`fastgp.train.config`) for the same number
 of generator steps and the same seed, in ``out/<loss>/``; then ``compare.csv``, ``compare.md``
 (table) and ``compare.png`` (the final samples side by side) are written to ``out``. A finished
-run is not trained again (its folder holds ``final_metrics.json`` for the same config), an
-interrupted one resumes: rerunning an interrupted comparison loses nothing.
+run is not trained again and an interrupted one resumes, when its checkpoint holds the same config
+(the same ``steps`` included): rerunning an interrupted comparison loses nothing. A run folder
+holding a run of other settings, or a run that reached its steps without finishing, is refused:
+its numbers would not be this comparison's.
 """
 
 from __future__ import annotations
@@ -31,17 +33,36 @@ COLUMNS = ["loss", "modes_covered", "num_modes", "high_quality_share", "emd", "e
            "seconds", "critic_step"]
 
 
-def _finished(run_dir: Path, config: TrainConfig) -> dict | None:
-    """The final metrics of a completed run of ``config`` in ``run_dir``, else None."""
+# Options a rerun may change: they change neither the models nor the final metrics. ``steps`` is
+# not one: every loss trains with the same budget, and a linearly decaying learning rate makes a
+# run extended to more steps differ from a run of that many steps.
+RERUN_CHANGES = ("log_every", "eval_every", "keep_checkpoints")
+
+
+def _existing_run(run_dir: Path, config: TrainConfig) -> tuple[str, dict | None]:
+    """What ``run_dir`` holds for ``config``: ``("new", None)`` (no checkpoint: a fresh run,
+    which refuses a folder holding files), ``("resume", None)`` (an interrupted run of it) or
+    ``("finished", final metrics)``. Anything else is refused with a ValueError."""
+    checkpoint = run_dir / run_folder.CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        return "new", None
+    state = run_folder.load_checkpoint(checkpoint)
+    saved, current = state.get("config") or {}, dataclasses.asdict(config)
+    differing = sorted(key for key in current
+                       if key not in RERUN_CHANGES and saved.get(key) != current[key])
+    if differing:
+        changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
+        raise ValueError(f"{run_dir} holds a run of other settings ({changes}); compare trains "
+                         "every loss with the same settings: choose another --out")
+    step = int(state["step"])
+    if step < config.steps:
+        return "resume", None
     final_path = run_dir / run_folder.FINAL_METRICS
-    config_path = run_dir / run_folder.CONFIG_FILE
-    if not (final_path.is_file() and config_path.is_file()):
-        return None
-    final = run_folder.read_json(final_path)
-    saved = run_folder.read_json(config_path)
-    if final.get("interrupted") or final.get("steps") != config.steps:
-        return None
-    return final if saved == dataclasses.asdict(config) else None
+    final = run_folder.read_json(final_path) if final_path.is_file() else {}
+    if not final.get("interrupted") and final.get("steps") == step:
+        return "finished", final
+    raise ValueError(f"{run_dir} holds a run that reached step {step} of {config.steps} but did "
+                     "not finish (no final metrics); delete it or choose another --out")
 
 
 def compare(base: TrainConfig, out_dir: Path, losses: tuple[str, ...] = COMPARED_LOSSES,
@@ -57,9 +78,9 @@ def compare(base: TrainConfig, out_dir: Path, losses: tuple[str, ...] = COMPARED
         run_dir = out_dir / loss
         trainer = None
         resolved = dataclasses.replace(base, loss=loss).resolved("toy")
-        final = _finished(run_dir, resolved)
-        if final is None:
-            resume = (run_dir / run_folder.CHECKPOINT_FILE).is_file()
+        status, final = _existing_run(run_dir, resolved)
+        if status != "finished":
+            resume = status == "resume"
             trainer = Trainer(dataclasses.replace(base, loss=loss), run_dir, progress, resume=resume)
             report(f"{loss}: training {resolved.steps} generator steps in {run_dir} "
                    f"({trainer.critic_step_name}{', resumed' if resume else ''})")

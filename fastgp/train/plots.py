@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,7 @@ def plot_toy_samples(
     axes.legend(loc="upper right", markerscale=4)
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    _save_figure(figure, path)
 
 
 def plot_training_curves(path: Path, metrics_csv: Path) -> None:
@@ -73,8 +73,15 @@ def plot_training_curves(path: Path, metrics_csv: Path) -> None:
         axis.set_xlabel("generator step")
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path)
+    _save_figure(figure, path)
+
+
+def _save_figure(figure, path: Path) -> None:
+    """PNG of ``figure`` written atomically (a link at ``path`` is replaced, not followed)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
     plt.close(figure)
+    atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
 
 
 def save_image_grid(

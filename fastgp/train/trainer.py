@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from fastgp.losses import clip_weights_
-from fastgp.train import run_folder
+from fastgp.train import run_contents, run_folder
 from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
 from fastgp.train.data import SwissRoll, ToyDataset
@@ -38,13 +38,14 @@ from fastgp.train.models import image_models, mlp
 from fastgp.train.objectives import Objectives, at_least_fp32, interpolate_gradient_norms
 from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
 from fastgp.train.report import write_report
+from fastgp.train.run_lock import RunLock
 from fastgp.train.tensorboard import TensorBoardLog
 
 CHECKPOINT_FORMAT = 2
 # Options that change neither the models nor the random streams: a resumed run may set them anew.
 # (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
-EVALUATIONS_CSV = "evaluations.csv"
+EVALUATIONS_CSV = run_folder.EVALUATIONS_CSV
 RANK_SEED_STRIDE = 7919  # process r draws its noise and data from seed + 7919·r
 SCALED_COLUMNS = ("critic_loss", "penalty", "grad_norm_mean", "grad_norm_std", "grad_norm_max")
 PENALTY_SHARE_REPEATS = 5
@@ -105,10 +106,16 @@ class Trainer:
 
     ``config`` may leave loss-dependent options at None; the trainer works on (and saves) the
     resolved copy, ``trainer.config``.
+
+    The run folder is checked and locked when the trainer is made, and released when
+    :meth:`run` ends (or by :meth:`release_folder`): a fresh run needs a new or empty folder,
+    or ``overwrite`` to replace an earlier fastgp run there (see :mod:`fastgp.train.run_contents`);
+    ``resume`` continues the run whose checkpoint is there.
     """
 
     def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True,
-                 resume: bool = False, group: ProcessGroup | None = None) -> None:
+                 resume: bool = False, group: ProcessGroup | None = None,
+                 overwrite: bool = False) -> None:
         self.group = group if group is not None else ProcessGroup()
         self.data = load_dataset(config.dataset, config.image_size)
         self.kind = data_kind(self.data)
@@ -162,8 +169,65 @@ class Trainer:
         self.evaluations: run_folder.MetricsLog | None = None  # evaluations.csv while running
         self.tensorboard: TensorBoardLog | None = None
         self.resumed = resume
+        self.replaced: list[str] = []  # fastgp's files of an earlier run that run() removes
+        self._lock: RunLock | None = None
+        self._claim_folder(resume, overwrite)
         if resume:
-            self._restore(run_folder.load_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE))
+            try:
+                self._restore(run_folder.load_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE))
+            except BaseException:
+                self.release_folder()
+                raise
+
+    def _claim_folder(self, resume: bool, overwrite: bool) -> None:
+        """Rank 0 checks and locks the run folder; every rank learns whether it refused, so
+        that no rank is left waiting alone in a collective."""
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in the folder and --overwrite starts "
+                             "over: give one of them")
+        refusal = None
+        if self.group.is_main:
+            try:
+                self._lock_folder(resume, overwrite)
+            except FileNotFoundError as error:
+                refusal = error
+            except OSError as error:  # e.g. a folder that cannot be listed
+                refusal = ValueError(f"cannot use {self.out_dir} as the run folder: {error}")
+            except ValueError as error:
+                refusal = error
+        if self.group.any(refusal is not None, self.device):
+            raise refusal or ValueError(f"rank 0 refused the run folder {self.out_dir}")
+
+    def _lock_folder(self, resume: bool, overwrite: bool) -> None:
+        folder = self.out_dir
+        checkpoint = folder / run_folder.CHECKPOINT_FILE
+        run_contents.check_destination(folder)
+        if resume and not checkpoint.is_file():
+            raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot create {folder}: {error.strerror}") from None
+        # Checked under the lock: another process cannot change the folder in between.
+        self._lock = RunLock(folder).acquire()
+        try:
+            if resume:
+                run_contents.refuse_links(folder, run_contents.survey(folder))
+            else:
+                self.replaced = run_contents.check_fresh(folder, overwrite)
+        except BaseException:
+            self.release_folder()
+            raise
+
+    @property
+    def stale_lock(self) -> str | None:
+        """The holder (``pid N on HOST``) of a lock left by a dead process and taken over."""
+        return self._lock.stale_owner if self._lock is not None else None
+
+    def release_folder(self) -> None:
+        """Give back the run folder's lock (:meth:`run` does when it ends, however it ends)."""
+        if self._lock is not None:
+            self._lock.release()
 
     @property
     def critic_step_name(self) -> str:
@@ -176,11 +240,20 @@ class Trainer:
 
     def run(self) -> dict:
         """Train for ``config.steps`` generator steps; returns the final metrics."""
+        if self.group.is_main and not (self._lock is not None and self._lock.held):
+            raise RuntimeError("this Trainer has already run; make a new one (with resume=True "
+                               "to continue)")
+        try:
+            return self._run()
+        finally:
+            self.release_folder()
+
+    def _run(self) -> dict:
         main = self.group.is_main  # rank 0 writes the run folder; the others only train
         resume_after = self.step if self.resumed else None
         log = None
         if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            run_contents.remove(self.out_dir, self.replaced)  # --overwrite: fastgp's files only
             for folder in (self.out_dir, self.out_dir / run_folder.CHECKPOINT_HISTORY):
                 run_folder.remove_stale_temporaries(folder)
             run_folder.write_json(self.out_dir / run_folder.CONFIG_FILE,
@@ -235,17 +308,18 @@ class Trainer:
             if interrupted:
                 raise KeyboardInterrupt
             return {}
-        final = self.evaluate("samples.png") | {
+        final = self.evaluate(run_folder.SAMPLES) | {
             "steps": self.step, "seconds": seconds, "interrupted": interrupted,
             "critic_step": self.critic_step_name, "processes": self.group.world_size,
         }
         self.evaluations.close()
         self.tensorboard.close()
         run_folder.write_json(self.out_dir / run_folder.FINAL_METRICS, final)
-        plot_training_curves(self.out_dir / "curves.png", self.out_dir / run_folder.METRICS_CSV)
+        plot_training_curves(self.out_dir / run_folder.CURVES,
+                             self.out_dir / run_folder.METRICS_CSV)
         write_report(self.out_dir, dataclasses.asdict(self.config), final,
                      self.out_dir / run_folder.METRICS_CSV, self.out_dir / EVALUATIONS_CSV,
-                     ["samples.png", "curves.png"])
+                     [run_folder.SAMPLES, run_folder.CURVES])
         if interrupted:
             raise KeyboardInterrupt
         return final
@@ -450,6 +524,13 @@ class Trainer:
             changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
             raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
                              f"{', '.join(RESUMABLE_CHANGES)} may change")
+        step = int(state["step"])
+        if self.config.steps <= step:
+            # Nothing would be trained: the run would evaluate and report again, under a
+            # step count that is not the one trained.
+            raise ValueError(f"cannot resume {self.out_dir}: its checkpoint is at step {step} and "
+                             f"steps is {self.config.steps}; give --steps above {step} to train "
+                             "further")
         if state["processes"] != self.group.world_size:
             raise ValueError(f"cannot resume {self.out_dir}: it ran on {state['processes']} "
                              f"processes, this job has {self.group.world_size}; each process's "
@@ -468,19 +549,24 @@ class Trainer:
         self.data_stream.set_state(rng["data"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.step = int(state["step"])
+        self.step = step
         self.seconds_before = float(state["seconds"])
 
 
 def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
     """The sampling generator of a run folder (the weight average when the run kept one), in
-    eval mode on the CPU, with its config."""
+    eval mode on the CPU, with its config. The config is the one saved in the checkpoint with the
+    weights, not ``config.json``, which a user may edit."""
     run_dir = Path(run_dir)
-    config_path = run_dir / run_folder.CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {config_path.name} is missing")
-    config = TrainConfig.from_dict(run_folder.read_json(config_path))
-    state = run_folder.load_checkpoint(run_dir / run_folder.CHECKPOINT_FILE)
+    checkpoint = run_dir / run_folder.CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {checkpoint.name} is missing")
+    state = run_folder.load_checkpoint(checkpoint)
+    if not isinstance(state.get("config"), dict) or "sample_shape" not in state:
+        raise ValueError(f"checkpoint {checkpoint} holds no config (format "
+                         f"{state.get('format')!r}, written by another version of fastgp); "
+                         "it cannot be sampled")
+    config = TrainConfig.from_dict(state["config"])
     generator, _ = build_models(config, tuple(state["sample_shape"]))
     if "generator_average" in state:
         average = AveragedModel(generator, use_buffers=True)
