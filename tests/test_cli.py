@@ -159,3 +159,14 @@ def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "info", connection_reset)
     with pytest.raises(ConnectionResetError):
         main(["info"])
+
+
+def test_diverged_run_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    from fastgp.train.trainer import Trainer
+
+    logged = Trainer._log_row
+    monkeypatch.setattr(Trainer, "_log_row",
+                        lambda self, stats: logged(self, stats) | {"w_estimate": float("nan")})
+    assert main(["train", "--out", str(tmp_path), *TINY_TRAIN, "--log-every", "1"]) == 1
+    one_line_error(capsys.readouterr().err, "train",
+                   "training diverged at step 1: ['w_estimate'] not finite")
