@@ -20,6 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastgp.cli_errors import (
+    EXPECTED,
+    comma_list,
+    describe_failure,
+    require_at_least,
+    require_finite,
+    require_seed,
+)
+from fastgp.devices import check_device
 from fastgp.train.config import (
     ARCHITECTURES,
     CRITIC_STEPS,
@@ -129,6 +138,7 @@ def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    check_device(args.device)
     config = TrainConfig(
         dataset=args.dataset, image_size=args.image_size, steps=args.steps,
         batch_size=args.batch_size, loss=args.loss,
@@ -144,6 +154,7 @@ def _run_train(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
     )
     args.out = _folder(args.out)
+    config.validate()  # before the data are loaded: a bad option fails in an instant
     group = ProcessGroup.from_environment(config.device)  # torchrun: one process per shard
     trainer = Trainer(config, args.out, progress=not args.no_progress, resume=args.resume,
                       group=group, overwrite=args.overwrite)
@@ -194,6 +205,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".npy", ".png"):
         raise ValueError(f"--out must end in .npy or .png, got {args.out}")
     args.run = _folder(args.run, "--run")
+    require_seed("--seed", args.seed)
     samples = sample(args.run, args.n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".png":
@@ -240,8 +252,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     unknown = [name for name in losses if name not in LOSSES]
     if unknown or not losses:
         raise ValueError(f"--losses takes names from {LOSSES}, got {args.losses!r}")
+    check_device(args.device)
     base = TrainConfig(dataset=args.dataset, steps=args.steps, hidden=args.hidden, seed=args.seed,
                        eval_every=args.eval_every, device=args.device)
+    base.validate()
     compare(base, args.out, losses, progress=not args.no_progress)
     print((args.out / "compare.md").read_text(), end="")
     print(f"table: {args.out / 'compare.md'}, figure: {args.out / 'compare.png'}")
@@ -299,7 +313,14 @@ def load_critic_factory(spec: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"cannot import {module_name!r} for --critic: {error}") from error
+        # The console script puts its own folder on sys.path, not the current one.
+        missing = getattr(error, "name", None)
+        if missing is not None and (module_name + ".").startswith(missing + "."):
+            hint = ("; add the folder that holds it to PYTHONPATH (PYTHONPATH=. when it is in "
+                    "the current folder)")
+        else:
+            hint = ""
+        raise ValueError(f"cannot import {module_name!r} for --critic: {error}{hint}") from error
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ValueError(f"{module_name} has no callable {attribute!r} for --critic")
@@ -316,12 +337,32 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _check_shape_fits(critic: torch.nn.Module, name: str, shape: tuple[int, ...],
+                      device: torch.device) -> None:
+    """One forward on a batch of 1 (eval mode: batch norm refuses one sample in training) so
+    that a shape the critic cannot take is one line, not a traceback from inside its layers."""
+    training = critic.training
+    critic.eval()
+    try:
+        with torch.no_grad():
+            critic(torch.zeros(1, *shape, device=device))
+    except RuntimeError as error:  # what torch's layers raise for mismatched shapes
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        size = ",".join(map(str, shape))
+        raise ValueError(f"--shape {size} does not fit the critic {name}: {first_line}") from error
+    finally:
+        critic.train(training)
+
+
 def _run_profile(args: argparse.Namespace) -> int:
     from fastgp.bench import CRITICS
     from fastgp.profile import profile_gp
 
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    require_at_least("--batch", args.batch, 1)
+    require_at_least("--repeats", args.repeats, 1)
+    require_at_least("--warmup", args.warmup, 0)
+    require_finite("--weight", args.weight)
+    check_device(args.device)
     if args.critic in CRITICS:
         build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
     else:
@@ -336,6 +377,7 @@ def _run_profile(args: argparse.Namespace) -> int:
     if not isinstance(critic, torch.nn.Module):
         raise ValueError(f"the critic factory must return an nn.Module, got {type(critic).__name__}")
     critic = critic.to(device)
+    _check_shape_fits(critic, args.critic, shape, device)
     real = torch.randn(args.batch, *shape, device=device)
     fake = torch.randn(args.batch, *shape, device=device)
     result = profile_gp(critic, real, fake, path=args.path, weight=args.weight,
@@ -346,16 +388,22 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from fastgp.bench import CRITICS, Case, run_matrix, write_outputs
+    from fastgp.profile import PATHS
 
     cases = []
-    for name in filter(None, args.cases.split(",")):
+    names = comma_list("--cases", args.cases, "comma-separated CRITIC-bBATCH cases, e.g. mlp-b64")
+    paths = comma_list("--paths", args.paths, f"comma-separated paths from {', '.join(PATHS)}")
+    require_at_least("--repeats", args.repeats, 1)
+    require_at_least("--warmup", args.warmup, 0)
+    check_device(args.device)
+    for name in names:
         critic, _, batch = name.rpartition("-b")
         if critic not in CRITICS or not batch.isdigit() or int(batch) < 1:
             raise ValueError(f"bad case {name!r}: expected CRITIC-bBATCH with CRITIC in "
                              f"{sorted(CRITICS)}, e.g. dcgan32-b64")
         cases.append(Case(critic, int(batch)))
     repeats, warmup = (3, 1) if args.quick else (args.repeats, args.warmup)
-    rows = run_matrix(cases, [p for p in args.paths.split(",") if p], repeats, warmup,
+    rows = run_matrix(cases, paths, repeats, warmup,
                       torch.device(args.device), progress=not args.no_progress)
     written = write_outputs(args.out, rows)
     print((args.out / "bench.md").read_text())
@@ -403,9 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"fastgp {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except EXPECTED as error:
+        failure = describe_failure(error, writing_to=getattr(args, "out", None))
+        if failure is None:  # not an expected failure: a bug, and its traceback is the report
+            raise
+        status, message = failure
+        print(f"fastgp {args.command}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+from cli_helpers import one_line_error
 
 from fastgp.bench import CSV_COLUMNS, Case, gpu_description, run_matrix, write_outputs
 from fastgp.cli import main
@@ -42,6 +43,25 @@ def test_bench_rejects_unknown_cases_and_paths(tmp_path, capsys):
     assert "bad case 'vgg-b4'" in capsys.readouterr().err
     assert main(["bench", "--cases", "mlp-b4", "--paths", "fast", "--out", str(tmp_path)]) == 2
     assert "unknown paths ['fast']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--cases", ""], "--cases is empty: expected comma-separated CRITIC-bBATCH cases"),
+        (["--cases", " , "], "--cases is empty"),
+        (["--paths", ""], "--paths is empty: expected comma-separated paths from reference, "
+                          "tier1, tier2"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        (["--warmup=-1"], "--warmup must be >= 0, got -1"),
+    ],
+)
+def test_bench_refuses_empty_lists_and_counts_in_one_line(arguments, message, tmp_path, capsys,
+                                                         monkeypatch):
+    monkeypatch.setattr("fastgp.bench.run_case", None)  # never reached
+    assert main(["bench", "--out", str(tmp_path / "out"), *arguments]) == 2
+    one_line_error(capsys.readouterr().err, "bench", message)
+    assert not (tmp_path / "out").exists()
 
 
 def test_gpu_description_without_gpu_does_not_crash():

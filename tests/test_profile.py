@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from cli_helpers import one_line_error
 from torch import nn
 
 from fastgp.cli import main
@@ -82,3 +83,40 @@ def test_profile_command_table_for_builtin(capsys):
 def test_profile_command_errors(arguments, message, capsys):
     assert main(["profile", *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        (["--warmup=-1"], "--warmup must be >= 0, got -1"),
+        (["--weight", "nan"], "--weight must be a finite number, got nan"),
+        (["--weight", "inf"], "--weight must be a finite number, got inf"),
+        (["--shape", "5"], "--shape 5 does not fit the critic dcgan32: Expected 3D (unbatched) "
+                           "or 4D (batched) input to conv2d"),
+        (["--critic", "mlp", "--shape", "3,4"], "--shape 3,4 does not fit the critic mlp: mat1 "
+                                                "and mat2 shapes cannot be multiplied"),
+    ],
+)
+def test_profile_refuses_bad_values_in_one_line_before_timing(arguments, message, capsys,
+                                                             monkeypatch):
+    monkeypatch.setattr("fastgp.profile.profile_gp", None)  # never reached
+    assert main(["profile", *arguments]) == 2
+    one_line_error(capsys.readouterr().err, "profile", message)
+
+
+def test_profile_critic_module_not_importable_says_to_set_pythonpath(capsys):
+    assert main(["profile", "--critic", "my_critics_xyz.nets:make", "--shape", "3"]) == 2
+    one_line_error(capsys.readouterr().err, "profile", "cannot import 'my_critics_xyz.nets'",
+                   "No module named 'my_critics_xyz'",
+                   "add the folder that holds it to PYTHONPATH")
+
+
+def test_profile_critic_module_with_a_missing_dependency_names_the_dependency(tmp_path, capsys,
+                                                                             monkeypatch):
+    (tmp_path / "needs_dependency_xyz.py").write_text("import absent_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["profile", "--critic", "needs_dependency_xyz:make", "--shape", "3"]) == 2
+    line = one_line_error(capsys.readouterr().err, "profile",
+                          "No module named 'absent_dependency_xyz'")
+    assert "PYTHONPATH" not in line  # the module was found: its dependency is what is missing

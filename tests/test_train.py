@@ -2,10 +2,12 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_line_error
 
 from fastgp.cli import main
 from fastgp.train import TrainConfig, Trainer, load_generator
@@ -151,6 +153,48 @@ def test_sample_errors_are_clear(tmp_path, tiny_run, capsys):
     assert "cannot be read" in capsys.readouterr().err
     assert main(["sample", "--run", str(tiny_run), "--n", "5", "--out", str(tmp_path / "x.csv")]) == 2
     assert "must end in .npy or .png" in capsys.readouterr().err
+
+
+def _foreign_checkpoints(tiny_run):
+    """Torch files that load without pickle but are no fastgp checkpoint, and the error each gets
+    from sample and from resume."""
+    without_rng = load_checkpoint(tiny_run / "checkpoint.pt")
+    del without_rng["rng"]
+    return [
+        ([1, 2, 3], "is not a fastgp checkpoint: it holds a list, not a dict",
+         "is not a fastgp checkpoint: it holds a list, not a dict"),
+        ({"weight": torch.zeros(2)}, "is not a fastgp checkpoint: missing keys ['format', "
+         "'sample_shape', 'generator']", "is not a fastgp checkpoint: missing keys ['format']"),
+        (without_rng, None, "is not a fastgp checkpoint: missing keys ['rng']; it cannot be resumed"),
+    ]
+
+
+def test_sample_and_resume_refuse_a_foreign_checkpoint_in_one_line(tmp_path, tiny_run, capsys):
+    for index, (state, sample_error, resume_error) in enumerate(_foreign_checkpoints(tiny_run)):
+        run = tmp_path / f"run{index}"
+        shutil.copytree(tiny_run, run)
+        torch.save(state, run / "checkpoint.pt")
+        code = main(["sample", "--run", str(run), "--n", "3", "--out", str(tmp_path / "s.npy")])
+        if sample_error is None:  # sampling needs no random streams
+            assert code == 0
+        else:
+            assert code == 2
+            one_line_error(capsys.readouterr().err, "sample", str(run / "checkpoint.pt"),
+                           sample_error)
+        assert main(["train", "--out", str(run), *TINY, "--steps", "30", "--resume"]) == 2
+        one_line_error(capsys.readouterr().err, "train", resume_error)
+
+
+def test_sample_refuses_a_checkpoint_whose_weights_do_not_fit_its_config(tmp_path, tiny_run,
+                                                                        capsys):
+    run = tmp_path / "edited"
+    shutil.copytree(tiny_run, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["config"]["hidden"] = 32
+    torch.save(state, run / "checkpoint.pt")
+    assert main(["sample", "--run", str(run), "--n", "3", "--out", str(tmp_path / "s.npy")]) == 2
+    one_line_error(capsys.readouterr().err, "sample", "do not fit the models of its config",
+                   "size mismatch for module.0.weight")
 
 
 def test_invalid_config_is_refused():

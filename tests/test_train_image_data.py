@@ -1,5 +1,9 @@
 """Image and array data load into (N, C, H, W) float32 in [-1, 1] or clear errors."""
 
+import io
+import tracemalloc
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +87,62 @@ def test_folder_sixteen_bit_grayscale(tmp_path):
     assert data.images.shape == (1, 1, 2, 2)
     assert data.images[0, 0, 0].tolist() == [-1.0, 1.0]
     assert data.images[0, 0, 1, 0].item() == pytest.approx(32768 / 65535 * 2 - 1, abs=1e-6)
+
+
+def test_folder_float_tiff_in_unit_range_is_grayscale(tmp_path):
+    """Mode F (32-bit float TIFF) pixels in [0, 1] map to [-1, 1]; they used to become RGB 0."""
+    pixels = np.array([[0.0, 0.25], [0.5, 1.0]], dtype=np.float32)
+    _save(tmp_path / "a.tif", pixels)
+    with Image.open(tmp_path / "a.tif") as image:
+        assert image.mode == "F"
+    data = load_image_folder(tmp_path)
+    assert data.sample_shape == (1, 2, 2)
+    assert data.images.flatten().tolist() == [-1.0, -0.5, 0.0, 1.0]
+
+
+def test_folder_float_tiffs_in_signed_range_are_kept(tmp_path):
+    _save(tmp_path / "a.tif", np.array([[0.0, 0.5]], dtype=np.float32))
+    _save(tmp_path / "b.tif", np.array([[-1.0, 0.25]], dtype=np.float32))
+    data = load_image_folder(tmp_path)  # one range for the folder: [-1, 1], as b needs it
+    assert data.images.flatten().tolist() == [0.0, 0.5, -1.0, 0.25]
+
+
+def test_folder_float_tiff_in_a_colour_set_is_grey_in_every_channel(tmp_path):
+    _save(tmp_path / "a.tif", np.array([[0.0, 1.0]], dtype=np.float32))
+    _save(tmp_path / "b.png", np.zeros((1, 2, 3), dtype=np.uint8))
+    data = load_image_folder(tmp_path)
+    assert data.sample_shape == (3, 1, 2)
+    assert data.images[0].tolist() == [[[-1.0, 1.0]]] * 3
+
+
+@pytest.mark.parametrize(
+    "pixels, message",
+    [
+        (np.array([[0.0, 255.0]]), r"float pixels in \[0, 255\]; float \(mode F\) images must lie in "
+                                   r"\[0, 1\] or \[-1, 1\]"),
+        (np.array([[0.0, np.nan]]), "NaN or infinite float pixels"),
+    ],
+)
+def test_folder_float_tiff_out_of_range_is_refused(tmp_path, pixels, message):
+    _save(tmp_path / "good.tif", np.zeros((1, 2), dtype=np.float32))
+    _save(tmp_path / "bad.tif", pixels.astype(np.float32))
+    with pytest.raises(ValueError, match=rf"image .*bad\.tif.* has {message}"):
+        load_image_folder(tmp_path)
+
+
+def test_folder_32_bit_integer_pixels_beyond_16_bits_are_refused(tmp_path):
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32), "I").save(tmp_path / "deep.tif")
+    with pytest.raises(ValueError, match=r"deep\.tif' has 32-bit integer pixels in \[0, 70000\]"):
+        load_image_folder(tmp_path)
+
+
+def test_folder_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch):
+    """Pillow refuses an image of more than 2 × MAX_IMAGE_PIXELS pixels; a limit of 8 makes a
+    5×5 image one."""
+    _save(tmp_path / "bomb.png", np.zeros((5, 5), dtype=np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8)
+    with pytest.raises(ValueError, match=r"cannot read image .*bomb\.png.*could be decompression bomb"):
+        load_image_folder(tmp_path)
 
 
 def test_folder_resize(tmp_path):
@@ -240,3 +300,48 @@ def test_load_dataset_image_size(tmp_path):
         load_dataset("8gaussians", image_size=8)
     with pytest.raises(ValueError, match="image_size must be >= 1"):
         load_dataset("digits", image_size=0)
+
+
+def _absurd_npy(shape=(50_000_000, 2)) -> bytes:
+    """A .npy file whose header claims ``shape`` (float32; 400 MB by default) but holds 16 bytes."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": shape})
+    return buffer.getvalue() + bytes(16)
+
+
+def test_npy_header_claiming_more_than_the_file_is_refused_before_allocating(tmp_path):
+    (tmp_path / "claims.npy").write_bytes(_absurd_npy())
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"cannot read .*claims\.npy.*header claims an array of "
+                                             r"shape \(50000000, 2\).*holds 16 bytes"):
+            load_array(tmp_path / "claims.npy")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000  # the 400 MB the header claims were never allocated
+    (tmp_path / "absurd.npy").write_bytes(_absurd_npy((10**7, 10**6)))  # 40 TB
+    with pytest.raises(ValueError, match=r"absurd\.npy.*40,000,000,000,000 bytes"):
+        load_array(tmp_path / "absurd.npy")
+
+
+def test_npz_member_header_claiming_more_than_it_holds_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "claims.npz", "w") as archive:
+        archive.writestr("x.npy", _absurd_npy((10**7, 10**6)))
+    with pytest.raises(ValueError, match=r"cannot read .*claims\.npz.*header claims"):
+        load_array(tmp_path / "claims.npz")
+
+
+def test_broken_npz_is_refused_naming_the_file(tmp_path):
+    np.savez(tmp_path / "whole.npz", x=np.zeros((10, 2), dtype=np.float32))
+    whole = (tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=r"cannot read .*truncated\.npz.*not a zip file"):
+        load_array(tmp_path / "truncated.npz")
+    np.savez_compressed(tmp_path / "packed.npz", x=np.arange(1000.0).reshape(500, 2))
+    packed = bytearray((tmp_path / "packed.npz").read_bytes())
+    packed[120:180] = bytes(60)  # inside the deflated data
+    (tmp_path / "damaged.npz").write_bytes(bytes(packed))
+    with pytest.raises(ValueError, match=r"cannot read .*damaged\.npz"):
+        load_array(tmp_path / "damaged.npz")

@@ -1,11 +1,11 @@
-"""Image grids: PNG size, tile placement, pixel values and errors."""
+"""Image grids: PNG size, tile placement, pixel values and errors; the figure of 1-D samples."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from fastgp.train.plots import save_image_grid
+from fastgp.train.plots import plot_toy_samples, save_image_grid
 
 
 def _read(path):
@@ -54,3 +54,21 @@ def test_bad_grids_are_refused(tmp_path, images, options, message):
     with pytest.raises(ValueError, match=message):
         save_image_grid(tmp_path / "grid.png", images, **options)
     assert not list(tmp_path.iterdir())
+
+
+def test_one_dimensional_samples_are_drawn_as_histograms(tmp_path):
+    """(N, 1) points have no second coordinate to scatter: two histograms on shared bins."""
+    plot_toy_samples(tmp_path / "hist.png", torch.randn(300, 1), torch.randn(200, 1) + 3,
+                     title="1-D")
+    mode, size, pixels = _read(tmp_path / "hist.png")
+    assert mode == "RGBA" and size == (605, 440)
+    # both colours are drawn: orange (real) and blue (generated) bars
+    colours = {tuple(pixel) for pixel in pixels.reshape(-1, 4)[:, :3].tolist()}
+    assert any(r > 200 and b < 150 for r, g, b in colours)
+    assert any(b > 180 and r < 150 for r, g, b in colours)
+
+
+def test_one_dimensional_samples_of_one_value_are_drawn(tmp_path):
+    """All values equal (a collapsed generator on constant data): bins around that value."""
+    plot_toy_samples(tmp_path / "flat.png", torch.full((50, 1), 0.5), torch.full((50, 1), 0.5))
+    assert _read(tmp_path / "flat.png")[1] == (605, 440)

@@ -1,10 +1,12 @@
 """Training on images (the built-in digits, a folder of PNGs) and on a user's (N, D) array."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_line_error
 from PIL import Image
 
 from fastgp.cli import main
@@ -107,3 +109,62 @@ def test_resnet_pair_trains_on_32_pixel_images(tmp_path):
     assert trainer.objectives.engine is not None
     trainer.run()
     assert all(torch.isfinite(p).all() for p in trainer.critic.parameters())
+
+
+def _truncated_npz(path):
+    np.savez(path.with_name("whole.npz"), x=np.zeros((10, 2), dtype=np.float32))
+    whole = path.with_name("whole.npz").read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+
+
+def _absurd_npy(path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (10**7, 10**6)})
+    path.write_bytes(header.getvalue() + bytes(16))
+
+
+def _bomb_folder(path, monkeypatch):
+    path.mkdir()
+    Image.fromarray(np.zeros((5, 5), dtype=np.uint8)).save(path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8)  # 25 pixels > 2 × 8: a "bomb"
+
+
+def _bright_float_tiffs(path):
+    path.mkdir()
+    Image.fromarray(np.full((4, 4), 200.0, dtype=np.float32)).save(path / "bright.tif")
+
+
+@pytest.mark.parametrize(
+    "name, make, fragments",
+    [
+        ("broken.npz", lambda path, _: _truncated_npz(path), ["broken.npz", "not a zip file"]),
+        ("absurd.npy", lambda path, _: _absurd_npy(path),
+         ["absurd.npy", "header claims an array of shape (10000000, 1000000)"]),
+        ("bombs", _bomb_folder, ["bomb.png", "could be decompression bomb"]),
+        ("floats", lambda path, _: _bright_float_tiffs(path),
+         ["bright.tif", "float pixels in [200, 200]", "must lie in [0, 1] or [-1, 1]"]),
+    ],
+)
+def test_bad_data_file_is_one_line_naming_it(name, make, fragments, tmp_path, capsys, monkeypatch):
+    make(tmp_path / name, monkeypatch)
+    assert main(["train", "--dataset", str(tmp_path / name), "--out", str(tmp_path / "run"),
+                 *TINY]) == 2
+    one_line_error(capsys.readouterr().err, "train", *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_dimensional_array_trains_plots_a_histogram_and_samples(tmp_path, capsys):
+    """(N, 1) data used to train the whole run and then crash drawing its scatter plot."""
+    data = np.random.default_rng(2).normal(size=(300, 1)).astype(np.float32)
+    np.save(tmp_path / "values.npy", data)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "values.npy"), "--out", str(run),
+                 "--steps", "2", "--eval-every", "1", "--hidden", "8", "--eval-samples", "100",
+                 "--no-progress"]) == 0
+    assert float(_evaluations(run)[-1]["emd"]) > 0
+    for figure in ("samples.png", "samples_step000001.png"):
+        with Image.open(run / figure) as image:
+            assert image.width > 100
+    assert main(["sample", "--run", str(run), "--n", "5", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (5, 1)

@@ -40,6 +40,7 @@ samples and its real-vs-real floor are computed with the same number of images.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 LOSSES = ("wgan-gp", "wgan-lp", "wgan-clip", "gan")
@@ -58,6 +59,10 @@ _LOSS_PENALTY = {"wgan-gp": "gp", "wgan-lp": "lp", "wgan-clip": "none", "gan": "
 DEFAULT_STEPS = {"25gaussians": 6000}
 TOY_PENALTY_WEIGHT = 0.1  # the WGAN-GP paper's λ for its toy sets
 PENALTY_WEIGHT = 10.0  # ... and for everything else
+# Seeds a run accepts: NumPy's range, well inside torch's [0, 2**64), so that the derived streams
+# (seed + 1, + 2, + 3 and + 7919 per process) stay valid seeds too.
+SEED_RANGE = range(2**32)
+FLOAT_OPTIONS = ("gp_weight", "clip", "lr", "beta1", "beta2", "ema")
 
 
 @dataclass
@@ -97,6 +102,14 @@ class TrainConfig:
     keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
 
     def validate(self) -> None:
+        # NaN fails every comparison, so the range checks below would let it through (and inf
+        # through those without an upper bound): refuse both first.
+        for name in FLOAT_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if self.seed not in SEED_RANGE:
+            raise ValueError(f"seed must lie in [0, {SEED_RANGE.stop - 1}], got {self.seed}")
         positive = ["penalty_every", "hidden", "depth", "log_every", "eval_every",
                     "keep_checkpoints"]
         positive += [name for name in ("steps", "n_critic", "batch_size", "noise_dim", "eval_samples",

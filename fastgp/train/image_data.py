@@ -8,6 +8,9 @@ replacement by ``torch.randint`` on the run's generator, so a seed fixes the dat
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,8 @@ ARRAY_EXTENSIONS: tuple[str, ...] = (".npy", ".npz")
 # Keys of a multi-array .npz that name the data, in order of preference.
 NPZ_KEYS: tuple[str, ...] = ("images", "x", "data")
 
-_GRAY_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N")
+_GRAY_MODES = ("1", "L", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+SIXTEEN_BIT = 65535.0  # integer pixels (modes I, I;16) map as p / 65535
 _CHANNELS = (1, 3, 4)
 
 
@@ -92,10 +96,13 @@ def digits() -> ImageDataset:
 def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageDataset:
     """Every image file under ``path`` (recursively, sorted by path), read with Pillow.
 
-    The set is grayscale (C = 1) when every image is (Pillow modes 1, L, I, I;16), RGB (C = 3)
+    The set is grayscale (C = 1) when every image is (Pillow modes 1, L, I, I;16, F), RGB (C = 3)
     otherwise; an alpha channel is dropped. 8-bit pixels map as ``p / 255 · 2 − 1`` and 16-bit
-    ones (modes I, I;16) as ``p / 65535 · 2 − 1``. Without ``image_size`` all images must have
-    the same size; with it, each is resized to ``image_size × image_size`` (Lanczos).
+    ones (modes I, I;16) as ``p / 65535 · 2 − 1``; integer pixels outside 0 … 65535 are refused.
+    Float pixels (mode F, e.g. 32-bit TIFF) follow the rule of float arrays: if every float image
+    of the folder lies in [0, 1] they map to [-1, 1], if they lie in [-1, 1] they are kept, and
+    other values (or NaN) are refused rather than guessed at. Without ``image_size`` all images
+    must have the same size; with it, each is resized to ``image_size × image_size`` (Lanczos).
     """
     root = Path(path)
     if not root.exists():
@@ -120,7 +127,9 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageD
                     "to one size"
                 )
     gray = all(image.mode in _GRAY_MODES for image in images)
-    pixels = np.stack([_pixels(image, gray, image_size) for image in images])
+    _check_integer_pixels(files, images)
+    float_low = _float_low(files, images)
+    pixels = np.stack([_pixels(image, gray, image_size, float_low) for image in images])
     tensor = torch.from_numpy(pixels)
     tensor = tensor.unsqueeze(1) if gray else tensor.permute(0, 3, 1, 2).contiguous()
     return ImageDataset(root.resolve().name, tensor * 2 - 1)
@@ -132,26 +141,66 @@ def _open_image(file: Path) -> Image.Image:
             image.load()
             # a copy in memory, so that the file is closed here (multi-frame formats keep it open)
             return image.copy()
-    except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises for bad files
+    # what Pillow raises for bad files; DecompressionBombError for a header that claims more
+    # pixels than Image.MAX_IMAGE_PIXELS allows (it would take the memory of the machine)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image {str(file)!r}: {error}") from error
+
+
+def _check_integer_pixels(files: list[Path], images: list[Image.Image]) -> None:
+    """Mode I holds 32-bit integers; values outside the 16-bit range would be clipped silently."""
+    for file, image in zip(files, images, strict=True):
+        if image.mode == "I":
+            low, high = image.getextrema()
+            if low < 0 or high > SIXTEEN_BIT:
+                raise ValueError(f"image {str(file)!r} has 32-bit integer pixels in [{low}, {high}]; "
+                                 f"expected 0 … {SIXTEEN_BIT:.0f} (16-bit) or 8-bit images")
+
+
+def _float_low(files: list[Path], images: list[Image.Image]) -> float:
+    """The lower end of the range of the folder's float (mode F) pixels: 0 when they all lie in
+    [0, 1], -1 when they all lie in [-1, 1]; other values are refused, naming a file."""
+    low = 0.0
+    for file, image in zip(files, images, strict=True):
+        if image.mode != "F":
+            continue
+        values = np.asarray(image)
+        if not np.isfinite(values).all():
+            raise ValueError(f"image {str(file)!r} has NaN or infinite float pixels")
+        file_low, file_high = float(values.min()), float(values.max())
+        if file_low < -1 or file_high > 1:
+            raise ValueError(
+                f"image {str(file)!r} has float pixels in [{file_low:g}, {file_high:g}]; float "
+                "(mode F) images must lie in [0, 1] or [-1, 1] (save 0 … 255 pixels as 8-bit images)"
+            )
+        low = min(low, file_low)
+    return 0.0 if low >= 0 else -1.0
 
 
 def _size(image: Image.Image) -> str:
     return f"{image.width}×{image.height}"
 
 
-def _pixels(image: Image.Image, gray: bool, image_size: int | None) -> np.ndarray:
-    """The image as float32 in [0, 1]: ``(H, W)`` if ``gray`` else ``(H, W, 3)``."""
-    if not gray:
-        image, scale = image.convert("RGB"), 255.0
+def _pixels(image: Image.Image, gray: bool, image_size: int | None, float_low: float) -> np.ndarray:
+    """The image as float32 in [0, 1]: ``(H, W)`` if ``gray`` else ``(H, W, 3)``.
+
+    Float and integer images are read as one channel in mode F, which resizes at full precision
+    (converting to L or RGB would clip 16-bit values and round floats in [0, 1] to 0 or 1); in a
+    colour set that channel is repeated."""
+    if image.mode == "F":
+        low, span = float_low, 1.0 - float_low
     elif image.mode.startswith("I"):
-        # mode F (float) resizes at full precision; converting to L would clip 16-bit values
-        image, scale = image.convert("F"), 65535.0
+        image, low, span = image.convert("F"), 0.0, SIXTEEN_BIT
+    elif gray:
+        image, low, span = image.convert("L"), 0.0, 255.0
     else:
-        image, scale = image.convert("L"), 255.0
+        image, low, span = image.convert("RGB"), 0.0, 255.0
     if image_size is not None:
         image = image.resize((image_size, image_size), Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(image, dtype=np.float32) / scale, 0.0, 1.0)
+    pixels = np.clip((np.asarray(image, dtype=np.float32) - low) / span, 0.0, 1.0)
+    if not gray and pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    return pixels
 
 
 def load_array(path: str | Path) -> ImageDataset | VectorDataset:
@@ -170,13 +219,44 @@ def load_array(path: str | Path) -> ImageDataset | VectorDataset:
         raise ValueError(f"array file {str(file)!r} does not exist")
     try:
         if file.suffix.lower() == ".npy":
+            with open(file, "rb") as handle:
+                _check_claimed_size(handle, file.stat().st_size)
             array = np.load(file, allow_pickle=False)
         else:
             with np.load(file, allow_pickle=False) as archive:
-                array = archive[_npz_key(file, archive.files)]
-    except (OSError, ValueError, EOFError) as error:  # unreadable, truncated, or pickled objects
+                key = _npz_key(file, archive.files)
+                with zipfile.ZipFile(file) as members:
+                    member = members.getinfo(key + ".npy" if key + ".npy" in members.namelist()
+                                             else key)
+                    with members.open(member) as handle:
+                        _check_claimed_size(handle, member.file_size)
+                array = archive[key]
+    # unreadable, truncated or pickled; BadZipFile and zlib.error: a broken .npz; MemoryError:
+    # an array larger than the memory of the machine
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as error:
         raise ValueError(f"cannot read {str(file)!r}: {error}") from error
     return _array_dataset(file.stem, array, str(file))
+
+
+def _check_claimed_size(handle, file_size: int) -> None:
+    """Refuse a ``.npy`` (or ``.npz`` member) whose header claims more data than the file holds,
+    before NumPy allocates the array the header describes (a corrupt header can claim terabytes).
+    ``handle`` is at the start of the ``.npy`` data; ``file_size`` is its size in bytes."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:  # version 3 (rare): np.load's own checks and the MemoryError above remain
+        return
+    if dtype.hasobject:  # pickled: the size is unknown; np.load refuses it without pickle
+        return
+    claimed = math.prod(shape) * dtype.itemsize
+    held = file_size - handle.tell()
+    if claimed > held:
+        raise ValueError(f"its header claims an array of shape {shape} and dtype {dtype} "
+                         f"({claimed:,} bytes) but the file holds {held:,} bytes of data: it is "
+                         "truncated or corrupt")
 
 
 def _npz_key(file: Path, keys: list[str]) -> str:

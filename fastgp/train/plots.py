@@ -25,8 +25,14 @@ def plot_toy_samples(
     critic: Callable[[torch.Tensor], torch.Tensor] | None = None,
     title: str = "",
 ) -> None:
-    """Scatter real (orange) and generated (blue) points; shade the critic's value behind them."""
+    """Scatter real (orange) and generated (blue) points; shade the critic's value behind them.
+
+    Points of more than two dimensions are drawn by their first two; one-dimensional points as
+    two histograms (:func:`plot_histograms`; the critic is not drawn then)."""
     real, fake = real.detach().cpu(), fake.detach().cpu()
+    if real.shape[1] == 1:
+        plot_histograms(path, real[:, 0], fake[:, 0], title)
+        return
     points = torch.cat([real, fake])
     low = torch.quantile(points, 0.005, dim=0).minimum(real.min(dim=0).values) - 0.3
     high = torch.quantile(points, 0.995, dim=0).maximum(real.max(dim=0).values) + 0.3
@@ -49,6 +55,28 @@ def plot_toy_samples(
     axes.set_title(title)
     figure.tight_layout()
     _save_figure(figure, path)
+
+
+def plot_histograms(path: Path, real: torch.Tensor, fake: torch.Tensor, title: str = "") -> None:
+    """Histograms of real (orange) and generated (blue) values on shared bins: the figure of
+    one-dimensional data, which a scatter plot cannot show."""
+    values = torch.cat([real, fake]).double()
+    # the range of the bulk, so that a few far outliers of the generator do not squash the bins
+    low = min(torch.quantile(values, 0.005).item(), real.min().item())
+    high = max(torch.quantile(values, 0.995).item(), real.max().item())
+    if high <= low:  # all values equal: bins of width 1 around them
+        low, high = low - 0.5, high + 0.5
+    bins = torch.linspace(low, high, 61).numpy()
+    figure, axes = plt.subplots(figsize=(5.5, 4), dpi=110)
+    axes.hist(real.numpy(), bins=bins, density=True, alpha=0.5, color="tab:orange", label="real")
+    axes.hist(fake.numpy(), bins=bins, density=True, alpha=0.5, color="tab:blue", label="generated")
+    axes.set_xlabel("value")
+    axes.set_ylabel("density")
+    axes.legend(loc="upper right")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def plot_training_curves(path: Path, metrics_csv: Path) -> None:

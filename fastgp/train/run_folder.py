@@ -112,15 +112,24 @@ def keep_history(latest: Path, folder: Path, name: str, keep: int) -> None:
         old.unlink()
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint on the CPU; a missing or unreadable file gets an error that names it."""
+def load_checkpoint(path: Path, required: tuple[str, ...] = ("format",)) -> dict:
+    """Load a checkpoint on the CPU; a missing or unreadable file, or a torch file that is not a
+    fastgp checkpoint (another type, or a dict without the ``required`` keys), gets an error
+    that names it."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise ValueError(f"checkpoint {path} cannot be read ({error}); it is corrupt or "
                          "was not written by fastgp") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a fastgp checkpoint: it holds a {type(state).__name__}, "
+                         "not a dict")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise ValueError(f"{path} is not a fastgp checkpoint: missing keys {missing}")
+    return state
 
 
 class MetricsLog:

@@ -45,6 +45,9 @@ CHECKPOINT_FORMAT = 2
 # Options that change neither the models nor the random streams: a resumed run may set them anew.
 # (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
 RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
+# What every checkpoint of this format holds (a resumed run reads them all).
+RESUME_KEYS = ("step", "seconds", "config", "generator", "critic", "generator_optimizer",
+               "critic_optimizer", "rng")
 EVALUATIONS_CSV = run_folder.EVALUATIONS_CSV
 RANK_SEED_STRIDE = 7919  # process r draws its noise and data from seed + 7919·r
 SCALED_COLUMNS = ("critic_loss", "penalty", "grad_norm_mean", "grad_norm_std", "grad_norm_max")
@@ -516,6 +519,10 @@ class Trainer:
             raise ValueError(f"checkpoint {path} was written by another version of fastgp "
                              f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}); "
                              "it cannot be resumed")
+        missing = [key for key in RESUME_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"{path} is not a fastgp checkpoint: missing keys {missing}; it "
+                             "cannot be resumed")
         saved = dict(state["config"])
         current = dataclasses.asdict(self.config)
         differing = sorted(key for key in current
@@ -561,19 +568,25 @@ def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
     checkpoint = run_dir / run_folder.CHECKPOINT_FILE
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {checkpoint.name} is missing")
-    state = run_folder.load_checkpoint(checkpoint)
-    if not isinstance(state.get("config"), dict) or "sample_shape" not in state:
+    state = run_folder.load_checkpoint(checkpoint, required=("format", "sample_shape", "generator"))
+    if not isinstance(state.get("config"), dict):
         raise ValueError(f"checkpoint {checkpoint} holds no config (format "
                          f"{state.get('format')!r}, written by another version of fastgp); "
                          "it cannot be sampled")
     config = TrainConfig.from_dict(state["config"])
     generator, _ = build_models(config, tuple(state["sample_shape"]))
-    if "generator_average" in state:
-        average = AveragedModel(generator, use_buffers=True)
-        average.load_state_dict(state["generator_average"])
-        generator = average.module
-    else:
-        generator.load_state_dict(state["generator"])
+    try:
+        if "generator_average" in state:
+            average = AveragedModel(generator, use_buffers=True)
+            average.load_state_dict(state["generator_average"])
+            generator = average.module
+        else:
+            generator.load_state_dict(state["generator"])
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped weights
+        # the first mismatch is enough (the message lists every layer)
+        first = " ".join(line.strip() for line in str(error).splitlines()[:2])
+        raise ValueError(f"the weights in {checkpoint} do not fit the models of its config "
+                         f"(was it edited?): {first}") from error
     return generator.eval(), config
 
 
