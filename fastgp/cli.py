@@ -24,8 +24,6 @@ from fastgp.cli_errors import (
     EXPECTED,
     comma_list,
     describe_failure,
-    require_at_least,
-    require_finite,
     require_seed,
 )
 from fastgp.devices import check_device
@@ -44,6 +42,7 @@ from fastgp.train.distributed import ProcessGroup
 from fastgp.train.image_data import BUILTIN_DATASETS
 from fastgp.train.plots import save_image_grid
 from fastgp.train.trainer import Trainer, sample
+from fastgp.validation import integer, real_number
 
 
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -358,10 +357,10 @@ def _run_profile(args: argparse.Namespace) -> int:
     from fastgp.bench import CRITICS
     from fastgp.profile import profile_gp
 
-    require_at_least("--batch", args.batch, 1)
-    require_at_least("--repeats", args.repeats, 1)
-    require_at_least("--warmup", args.warmup, 0)
-    require_finite("--weight", args.weight)
+    integer("--batch", args.batch, minimum=1)
+    integer("--repeats", args.repeats, minimum=1)
+    integer("--warmup", args.warmup, minimum=0)
+    real_number("--weight", args.weight, minimum=0.0)
     check_device(args.device)
     if args.critic in CRITICS:
         build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
@@ -393,8 +392,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     cases = []
     names = comma_list("--cases", args.cases, "comma-separated CRITIC-bBATCH cases, e.g. mlp-b64")
     paths = comma_list("--paths", args.paths, f"comma-separated paths from {', '.join(PATHS)}")
-    require_at_least("--repeats", args.repeats, 1)
-    require_at_least("--warmup", args.warmup, 0)
+    integer("--repeats", args.repeats, minimum=1)
+    integer("--warmup", args.warmup, minimum=0)
     check_device(args.device)
     for name in names:
         critic, _, batch = name.rpartition("-b")

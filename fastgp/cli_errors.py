@@ -4,13 +4,13 @@ An expected failure is bad input (exit 2: an option, a data file, a checkpoint) 
 failed while running for a reason outside the program (exit 1: the disk filled up, training
 diverged). Only those exception types are mapped here; anything else keeps its traceback,
 since it is a bug to report. Also here: the checks of option values that argparse cannot
-express (finite numbers, seed ranges, non-empty lists), run before any work starts.
+express (seed ranges, non-empty lists), run before any work starts; numbers are checked by the
+rules of :mod:`fastgp.validation`, as in the Python API.
 """
 
 from __future__ import annotations
 
 import errno
-import math
 
 from fastgp.train.config import SEED_RANGE
 
@@ -47,18 +47,6 @@ def describe_failure(error: BaseException, writing_to: object = None) -> tuple[i
 def one_line(error: BaseException) -> str:
     """The message on one line (torch's and numpy's messages may span several)."""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
-def require_finite(option: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{option} must be a finite number, got {value}")
-    return value
-
-
-def require_at_least(option: str, value: int, low: int) -> int:
-    if value < low:
-        raise ValueError(f"{option} must be >= {low}, got {value}")
-    return value
 
 
 def require_seed(option: str, value: int) -> int:

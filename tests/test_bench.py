@@ -52,8 +52,8 @@ def test_bench_rejects_unknown_cases_and_paths(tmp_path, capsys):
         (["--cases", " , "], "--cases is empty"),
         (["--paths", ""], "--paths is empty: expected comma-separated paths from reference, "
                           "tier1, tier2"),
-        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
-        (["--warmup=-1"], "--warmup must be >= 0, got -1"),
+        (["--repeats", "0"], "--repeats must be an integer >= 1, got 0"),
+        (["--warmup=-1"], "--warmup must be an integer >= 0, got -1"),
     ],
 )
 def test_bench_refuses_empty_lists_and_counts_in_one_line(arguments, message, tmp_path, capsys,

@@ -77,7 +77,7 @@ def test_profile_command_table_for_builtin(capsys):
         (["--critic", "critics:tiny_critic"], "--shape is required"),
         (["--critic", "critics:tiny_critic", "--shape", "a,b"], "--shape must be positive integers"),
         (["--critic", "resnet"], "built-in name or package.module:factory"),
-        (["--batch", "0"], "--batch must be >= 1"),
+        (["--batch", "0"], "--batch must be an integer >= 1"),
     ],
 )
 def test_profile_command_errors(arguments, message, capsys):
@@ -88,10 +88,11 @@ def test_profile_command_errors(arguments, message, capsys):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
-        (["--warmup=-1"], "--warmup must be >= 0, got -1"),
-        (["--weight", "nan"], "--weight must be a finite number, got nan"),
-        (["--weight", "inf"], "--weight must be a finite number, got inf"),
+        (["--repeats", "0"], "--repeats must be an integer >= 1, got 0"),
+        (["--warmup=-1"], "--warmup must be an integer >= 0, got -1"),
+        (["--weight", "nan"], "--weight must be finite, got nan"),
+        (["--weight", "inf"], "--weight must be finite, got inf"),
+        (["--weight=-1"], "--weight must be >= 0, got -1"),
         (["--shape", "5"], "--shape 5 does not fit the critic dcgan32: Expected 3D (unbatched) "
                            "or 4D (batched) input to conv2d"),
         (["--critic", "mlp", "--shape", "3,4"], "--shape 3,4 does not fit the critic mlp: mat1 "
