@@ -41,6 +41,7 @@ from fastgp.train.config import (
 from fastgp.train.distributed import ProcessGroup
 from fastgp.train.image_data import BUILTIN_DATASETS
 from fastgp.train.plots import save_image_grid
+from fastgp.train.run_contents import check_destination
 from fastgp.train.trainer import Trainer, sample
 from fastgp.validation import integer, real_number
 
@@ -300,7 +301,7 @@ def _bench_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--out", default="runs/bench", help="folder for bench.csv/.md/.png")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -395,6 +396,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     integer("--repeats", args.repeats, minimum=1)
     integer("--warmup", args.warmup, minimum=0)
     check_device(args.device)
+    args.out = _folder(args.out)
+    check_destination(args.out)  # before the minutes of timing, not after
     for name in names:
         critic, _, batch = name.rpartition("-b")
         if critic not in CRITICS or not batch.isdigit() or int(batch) < 1:

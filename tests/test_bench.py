@@ -69,3 +69,17 @@ def test_gpu_description_without_gpu_does_not_crash():
 
     text = gpu_description(torch.device("cpu"))
     assert isinstance(text, str) and text
+
+
+@pytest.mark.parametrize("out,message", [("", "--out is empty"), ("FILE", "is a file, not a folder")])
+def test_bench_checks_its_output_folder_before_timing(tmp_path, capsys, monkeypatch, out, message):
+    import fastgp.bench
+
+    def never_run(*args, **kwargs):
+        raise AssertionError("the matrix ran before the output folder was checked")
+
+    monkeypatch.setattr(fastgp.bench, "run_matrix", never_run)
+    (tmp_path / "FILE").write_text("not a folder")
+    out = str(tmp_path / out) if out else out
+    assert main(["bench", "--cases", "mlp-b2", "--out", out]) == 2
+    one_line_error(capsys.readouterr().err, "bench", message)
