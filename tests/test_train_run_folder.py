@@ -353,3 +353,12 @@ def test_sample_refuses_a_checkpoint_without_its_config(finished_run, tmp_path, 
     assert main(["sample", "--run", str(finished_run), "--n", "2", "--out",
                  str(tmp_path / "x.npy")]) == 2
     assert "holds no config" in _error(capsys)
+
+
+def test_run_files_get_the_users_umask_not_private_modes(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "x.json", lambda handle: handle.write(b"{}"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
