@@ -185,3 +185,10 @@ def test_train_eval_switch_and_unchanged_critic_reuse_the_reading():
     critic.eval()
     fused.step(*_inputs()[:2])
     assert fused.rule is not rule
+
+
+@pytest.mark.parametrize("activation", [nn.SiLU(inplace=True), nn.ELU(inplace=True),
+                                        nn.ReLU(inplace=True), nn.LeakyReLU(0.2, inplace=True)])
+def test_in_place_activations_do_not_overwrite_what_the_passes_differentiate_at(activation):
+    critic = _mlp(nn.Linear(3, 8), activation, nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1))
+    _assert_engine_equals_autograd(fastgp.FusedCritic(critic), critic)

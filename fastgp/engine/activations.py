@@ -56,7 +56,10 @@ class SmoothRule(Rule):
         self.module, self.derivatives = module, derivatives
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
-        return self.module(x), {"x": x}
+        # An in-place module (SiLU(inplace=True), ELU(inplace=True)) would overwrite the input
+        # that the later passes differentiate at: run it on a copy.
+        inplace = getattr(self.module, "inplace", False)
+        return self.module(x.clone() if inplace else x), {"x": x}
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         saved["a_out"] = a_out
