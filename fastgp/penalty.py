@@ -57,7 +57,7 @@ def gradient_penalty(
 
     Args:
         critic: any ``nn.Module`` or callable mapping ``(x, *cond)`` to one score per sample,
-            shape ``(B,)`` or ``(B, 1)``.
+            shape ``(B,)``, ``(B, 1)`` or ``(B, 1, ..., 1)``.
         real, fake: batches of the same shape ``(B, ...)`` (rank ≥ 2), dtype and device.
         weight: λ (10 in the WGAN-GP paper's image experiments, 0.1 for its toy sets).
         center: c; 1 for WGAN-GP, 0 for a zero-centred penalty.
@@ -235,9 +235,10 @@ def _check_critic(critic: Critic, allow_batchnorm: bool) -> None:
 def _check_scores(scores: object, batch: int) -> None:
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"the critic must return a tensor, got {type(scores).__name__}")
-    if scores.shape not in ((batch,), (batch, 1)):
-        raise ValueError(f"the critic must return one value per sample, shape ({batch},) or "
-                         f"({batch}, 1), got {tuple(scores.shape)}")
+    # (B,), (B, 1) and the (B, 1, 1, 1) of a DCGAN critic ending in a 4×4 convolution.
+    if scores.dim() == 0 or scores.shape[0] != batch or scores.numel() != batch:
+        raise ValueError(f"the critic must return one value per sample, shape ({batch},), "
+                         f"({batch}, 1) or ({batch}, 1, ..., 1), got {tuple(scores.shape)}")
     if not scores.requires_grad:
         raise ValueError("the critic's output does not depend on its input: the gradient "
                          "penalty is taken with respect to the first argument of the critic")

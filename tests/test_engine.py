@@ -297,13 +297,16 @@ def test_unsupported_layers_are_named_and_point_to_tier1(layer, message):
         assert "gradient_penalty" in str(error.value)
 
 
-def test_custom_forward_is_refused():
+def test_a_sequential_with_its_own_forward_is_read_from_that_forward():
     class Doubling(nn.Sequential):
         def forward(self, x):
             return 2 * super().forward(x)
 
-    with pytest.raises(fastgp.UnsupportedLayerError, match="forward"):
-        fastgp.FusedCritic(nn.Sequential(Doubling(nn.Linear(2, 1))))
+    critic = nn.Sequential(Doubling(nn.Linear(2, 1))).double()
+    real, fake, eps = _inputs((2,), 4)
+    _, _, _, expected = _oracle(critic, real, fake, eps)
+    result, grads = _fused(critic, real, fake, eps)
+    assert relative_error(grads, expected) <= FP64_TOL
 
 
 def test_bad_arguments_raise_clear_errors():

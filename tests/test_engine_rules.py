@@ -10,11 +10,12 @@ For a layer ``y = f(x; θ)`` and random ``a``, ``t``, ``g`` of the right shapes,
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import FP64_TOL, relative_error
 from torch import nn
 
 from fastgp.engine.base import StepContext
-from fastgp.engine.compose import build_rule
+from fastgp.engine.trace import read_critic
 from fastgp.nn import Residual
 from fastgp.ops._registry import op_for
 
@@ -60,7 +61,41 @@ LAYERS = {
     "residual_identity": (lambda: Residual(nn.Sequential(nn.ReLU(), nn.Linear(6, 6))), (3, 6)),
     "sequence_linear_silu_linear": (lambda: nn.Sequential(nn.Linear(3, 4), nn.SiLU(),
                                                           nn.Linear(4, 2)), (2, 3)),
+    # The tensor ops between layers (fastgp.engine.tensor_ops), each inside a small forward.
+    "view_size": (lambda: Written(lambda x: x.view(x.size(0), -1)), (3, 2, 4)),
+    "flatten_unsqueeze_squeeze": (lambda: Written(
+        lambda x: torch.flatten(x, 1).unsqueeze(1).squeeze(1)), (3, 2, 4)),
+    "permute": (lambda: Written(lambda x: x.permute(0, 2, 3, 1)), (2, 3, 4, 5)),
+    "transpose": (lambda: Written(lambda x: torch.transpose(x, -1, 1)), (2, 3, 4)),
+    "sum_dims": (lambda: Written(lambda x: x.sum(dim=(2, 3))), (2, 3, 4, 5)),
+    "mean_keepdim": (lambda: Written(lambda x: x.mean(-1, keepdim=True)), (2, 3, 4)),
+    "scale_shift": (lambda: Written(lambda x: (-(2.5 * x) / 4 + 1) - 3), (3, 5)),
+    "constant_minus": (lambda: Written(lambda x: 1.0 - x), (3, 5)),
+    "sum_of_branches": (lambda: Written(lambda x: torch.tanh(x) - 0.5 * x + torch.relu(x)),
+                        (3, 5)),
+    "cat": (lambda: Written(lambda x: torch.cat([x, torch.sigmoid(x), 2 * x], dim=1)), (2, 3, 4)),
+    "inplace_add": (lambda: Written(_in_place_add), (3, 5)),
+    "functional_activations": (lambda: Written(lambda x: F.elu(F.leaky_relu(x, 0.1), alpha=0.5)
+                                                + F.softplus(x, beta=2.0, threshold=1.0)
+                                                + F.gelu(x) + F.silu(x)), (3, 5)),
 }
+
+
+class Written(nn.Module):
+    """A module whose forward is the given function of its input (the ops as code writes them)."""
+
+    def __init__(self, function) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+def _in_place_add(x):
+    h = 2 * x
+    h += torch.tanh(x)
+    return h
 
 
 def _context(module: nn.Module, rows: int) -> tuple[StepContext, list[nn.Parameter]]:
@@ -103,7 +138,7 @@ def test_rule_passes_match_autograd(name):
     t = torch.randn(shape, dtype=torch.float64)
     expected = _oracle(module, x, a, t, g)
 
-    rule = build_rule(module, list(module.parameters()))
+    rule = read_critic(module, list(module.parameters()))
     ctx, parameters = _context(module, shape[0])
     with torch.no_grad():
         y, saved = rule.forward(x, ctx)
@@ -132,7 +167,7 @@ def test_rule_passes_match_autograd(name):
 
 def test_piecewise_linear_rules_have_no_curvature_and_smooth_ones_do():
     def rule(critic):
-        return build_rule(critic, list(critic.parameters()))
+        return read_critic(critic, list(critic.parameters()))
 
     assert not rule(nn.Sequential(nn.Conv2d(1, 1, 3), nn.LeakyReLU(), nn.AvgPool2d(2),
                                   nn.Flatten(), nn.Linear(1, 1))).curvature
@@ -142,6 +177,6 @@ def test_piecewise_linear_rules_have_no_curvature_and_smooth_ones_do():
 
 def test_linear_followed_by_leaky_relu_is_one_fused_rule():
     critic = nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 1))
-    chain = build_rule(critic, list(critic.parameters()))
-    assert len(chain.rules) == 2
-    assert chain.rules[0].negative_slope == 0.2
+    graph = read_critic(critic, list(critic.parameters()))
+    assert len(graph.nodes) == 2
+    assert graph.nodes[0].rule.rule.negative_slope == 0.2

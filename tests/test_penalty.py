@@ -243,3 +243,16 @@ def test_bf16_autocast_norms_in_fp32_within_tolerance():
                                                           fake.double(), eps.double())
     assert relative_error(norms, expected_norms) <= 2e-2
     assert relative_error(penalty, expected) <= 2e-2
+
+
+def test_a_dcgan_critic_ending_in_a_4x4_convolution_is_drop_in():
+    """Scores of shape (B, 1, 1, 1) are one value per sample: the same penalty as (B,)."""
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Conv2d(3, 4, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 4)).double()
+    real = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    fake = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    eps = torch.rand(3, dtype=torch.float64)
+    assert critic(real).shape == (3, 1, 1, 1)
+    penalty = fastgp.gradient_penalty(critic, real, fake, eps=eps)
+    expected, _ = reference.gradient_penalty(lambda x: critic(x).flatten(), real, fake, eps, 10.0)
+    assert relative_error(penalty, expected) <= FP64_TOL

@@ -61,14 +61,17 @@ def test_nan_check_can_be_skipped():
     "critic, message",
     [
         (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), r"one value per sample.*\(3, 2\)"),
-        (lambda x: x.sum(), r"one value per sample, shape \(3,\) or \(3, 1\), got \(\)"),
+        (lambda x: x.sum(), r"one value per sample, shape \(3,\), \(3, 1\) or \(3, 1, ..., 1\), "
+                            r"got \(\)"),
+        (lambda x: x[:, :2].reshape(3, 1, 2, 1), r"got \(3, 1, 2, 1\)"),
         (lambda x: x[:, :1].reshape(1, 3), r"got \(1, 3\)"),
         (lambda x: torch.ones(3), "does not depend on its input"),
         (lambda x: (x.sum(1) > 0).float(), "does not depend on its input"),
         (lambda x: [x.sum(1)], "must return a tensor, got list"),
         ("not a critic", "critic must be an nn.Module or a callable, got str"),
     ],
-    ids=["two_outputs", "scalar", "transposed", "constant", "detached", "list", "string"],
+    ids=["two_outputs", "scalar", "two_in_trailing_dims", "transposed", "constant", "detached",
+         "list", "string"],
 )
 def test_bad_critic_output(critic, message):
     with pytest.raises((ValueError, TypeError), match=message):

@@ -14,7 +14,7 @@ A critic ``C = f_L ∘ … ∘ f_1`` is run as four explicit passes (docs/engine
    output) and, when some layer has curvature, the penalty rows carrying the ``h̄`` terms. Each
    weight layer adds its ordinary weight and bias gradients.
 
-Rules are stateless: what a pass saves lives in a ``Saved`` dict that the composer hands back to
+Rules are stateless: what a pass saves lives in a ``Saved`` dict that the graph hands back to
 the next pass, so a whole step is plain tensor code that ``torch.compile`` can trace.
 """
 

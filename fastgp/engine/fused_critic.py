@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from fastgp.engine.base import StepContext
-from fastgp.engine.compose import build_rule
 from fastgp.engine.readable import structure_signature
+from fastgp.engine.trace import read_critic
 from fastgp.ops._registry import op_for, public_backend
 from fastgp.ops.backend import BACKENDS, resolve
 from fastgp.ops.norm_penalty_op import penalty_input_gradient
@@ -99,9 +99,11 @@ class FusedCritic:
     """Runs the WGAN-GP critic step of a supported critic with explicit first-order passes.
 
     Args:
-        critic: a (nested) ``nn.Sequential`` of the layers listed in :mod:`fastgp.engine.compose`
+        critic: any ``nn.Module`` whose ``forward`` combines the layers of
+            :mod:`fastgp.engine.layers` with the tensor ops of :mod:`fastgp.engine.tensor_ops`
             (Linear, ConvNd, (Leaky)ReLU, smooth activations, LayerNorm, GroupNorm, pooling,
-            Flatten/Unflatten, Identity, :class:`fastgp.nn.Residual`). Anything else raises
+            Flatten/Unflatten, Identity; skips, views, sums, cat and scaling between them),
+            read from its code by :mod:`fastgp.engine.trace`. Anything else raises
             :class:`~fastgp.engine.UnsupportedLayerError`; :func:`fastgp.gradient_penalty` works
             with any critic.
         penalty_every: lazy regularization (StyleGAN2): the penalty is computed on every k-th
@@ -135,7 +137,7 @@ class FusedCritic:
     def _read_critic(self) -> None:
         """Read the critic's layers into rules (raises for a critic the engine cannot read)."""
         self.parameters = list(self.critic.parameters())
-        self.rule = build_rule(self.critic, self.parameters)
+        self.rule = read_critic(self.critic, self.parameters)
         self._signature = structure_signature(self.critic)
 
     def _refresh(self) -> None:
@@ -240,6 +242,9 @@ class FusedCritic:
     def _stack(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """One batch of all rows, written once, in the step's memory format."""
         first = parts[0]
+        if torch.compiler.is_compiling():
+            # Dynamo refuses a channels-last out= tensor; Inductor fuses the copy anyway.
+            return torch.cat(parts).contiguous(memory_format=self._memory_format(first))
         stacked = torch.empty((sum(p.shape[0] for p in parts), *first.shape[1:]), dtype=first.dtype,
                               device=first.device, memory_format=self._memory_format(first))
         return torch.cat(parts, out=stacked)

@@ -36,6 +36,9 @@ READABLE_CLASSES: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
 )
 
+#: Classes the reader traces through: their ``forward`` (overridden or not) is what it reads.
+CONTAINER_CLASSES: tuple[type[nn.Module], ...] = (nn.Sequential, Residual)
+
 _HOOK_DICTS = {"_forward_pre_hooks": "forward pre-hook", "_forward_hooks": "forward hook",
                "_backward_pre_hooks": "backward pre-hook", "_backward_hooks": "backward hook"}
 _GLOBAL_HOOK_DICTS = {"_global_forward_pre_hooks": "forward pre-hook",
@@ -82,8 +85,8 @@ def check_readable(module: nn.Module, name: str) -> None:
             f"{_layer(module, name)} has its own forward assigned on the instance, so its "
             "class does not describe what it computes; use fastgp.gradient_penalty")
     base = next((cls for cls in type(module).__mro__ if cls in READABLE_CLASSES), None)
-    if base is None:
-        return  # no rule for it: the reader refuses it by name
+    if base is None or base in CONTAINER_CLASSES:
+        return  # read from its forward, or (no rule for it) refused by the reader by name
     if type(module).forward is not base.forward or type(module).__call__ is not nn.Module.__call__:
         raise UnsupportedLayerError(
             f"{_layer(module, name)} is a subclass of {base.__name__} that overrides "

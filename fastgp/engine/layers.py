@@ -1,0 +1,88 @@
+"""The rule of each layer class the engine knows, by the layer's module.
+
+``layer_rule(module, name, index, slope)`` maps a ``Linear``/``ConvNd`` (optionally with the
+slope of a following (Leaky)ReLU fused into it, so that the bias add, the activation and its
+1-byte mask are one op), an activation, a norm, a pool, ``Flatten``/``Unflatten`` or
+``Identity`` to its rule, with its parameters given as positions by ``index``. Any other layer
+raises :class:`UnsupportedLayerError` naming it. How a critic's code combines its layers is
+read by :mod:`fastgp.engine.trace`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from fastgp.engine.activations import LeakyRule, SmoothRule, smooth_derivatives
+from fastgp.engine.affine import ConvRule, LinearRule
+from fastgp.engine.base import Rule, UnsupportedLayerError
+from fastgp.engine.linear_maps import AdaptiveAvgPoolRule, AvgPoolRule, IdentityRule, ReshapeRule
+from fastgp.engine.normalization import GroupNormRule, LayerNormRule
+
+ParameterIndex = Callable[[nn.Parameter | None], int | None]
+
+CONVS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_AVG_POOLS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
+_ADAPTIVE_POOLS = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
+
+
+def leaky_slope(module: nn.Module) -> float | None:
+    if isinstance(module, nn.ReLU):
+        return 0.0
+    if isinstance(module, nn.LeakyReLU):
+        return float(module.negative_slope)
+    return None
+
+
+def parameter_index(index: ParameterIndex, module: nn.Module, name: str) -> ParameterIndex:
+    """``index`` that names the layer when one of its weights is not a parameter of the critic
+    (e.g. a weight recomputed from another parameter by a hook, as weight norm does)."""
+    def lookup(parameter: nn.Parameter | None) -> int | None:
+        try:
+            return index(parameter)
+        except KeyError:
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({type(module).__name__}) uses a weight that is not a registered "
+                "parameter of the critic, so the engine cannot say where its gradient belongs; "
+                "use fastgp.gradient_penalty, which works with any critic") from None
+    return lookup
+
+
+def layer_rule(module: nn.Module, name: str, index: ParameterIndex,
+                slope: float | None) -> Rule:
+    """The rule of one (non-sequence) module; ``slope`` fuses a following (Leaky)ReLU."""
+    index = parameter_index(index, module, name)
+    if isinstance(module, nn.Linear):
+        return LinearRule(module, index(module.weight), index(module.bias), slope)
+    if type(module) in CONVS:
+        return ConvRule(module, index(module.weight), index(module.bias), slope)
+    leaky = leaky_slope(module)
+    if leaky is not None:
+        return LeakyRule(leaky)
+    derivatives = smooth_derivatives(module)
+    if derivatives is not None:
+        return SmoothRule(module, derivatives)
+    if isinstance(module, nn.LayerNorm):
+        return LayerNormRule(module, index(module.weight), index(module.bias))
+    if isinstance(module, nn.GroupNorm):
+        return GroupNormRule(module, index(module.weight), index(module.bias))
+    if isinstance(module, nn.Identity):
+        return IdentityRule(module)
+    if isinstance(module, nn.Flatten | nn.Unflatten):
+        return ReshapeRule(module)
+    if type(module) in _AVG_POOLS:
+        return AvgPoolRule(module, _AVG_POOLS[type(module)])
+    if type(module) in _ADAPTIVE_POOLS:
+        return AdaptiveAvgPoolRule(module, _ADAPTIVE_POOLS[type(module)])
+    if isinstance(module, _BATCH_NORMS):
+        raise UnsupportedLayerError(
+            f"layer {name!r} ({type(module).__name__}) mixes the samples of a batch, so a "
+            "per-sample gradient penalty is not defined for it (WGAN-GP paper §4); use "
+            "LayerNorm or GroupNorm instead")
+    raise UnsupportedLayerError(
+        f"FusedCritic has no rule for layer {name!r} ({type(module).__name__}). Supported: "
+        "Linear, Conv1d/2d/3d, ReLU, LeakyReLU, SiLU, Tanh, Sigmoid, Softplus, ELU, GELU, "
+        "LayerNorm, GroupNorm, Flatten, Unflatten, AvgPool, AdaptiveAvgPool, Identity, and "
+        "modules whose forward combines these. fastgp.gradient_penalty works with any critic.")

@@ -1,0 +1,215 @@
+"""Rules of the tensor ops a critic's ``forward`` uses between its layers.
+
+All of them are linear per sample (dimension 0 is the batch and is never mixed), so for
+``y = L x`` the passes are ``adjoint a_x = Lᵀ a_y``, ``tangent t_y = L t_x`` and ``backward
+g_x = Lᵀ g_y``, with no curvature and no parameters:
+
+==================================  ====================================  =====================
+op                                  L                                     Lᵀ
+==================================  ====================================  =====================
+view/reshape/flatten/(un)squeeze    reshape to the output's sample shape  reshape back
+permute/transpose                   permute with ``p`` (``p[0] = 0``)     permute with ``p⁻¹``
+sum/mean over dims ``D ∌ 0``        sum over ``D`` (× 1/|D| for mean)     broadcast back (× …)
+``c·x``, ``x/c``, ``−x``            scale by ``c``                        scale by ``c``
+``x + c``, ``x − c``                identity (the constant has no slope)  identity
+``x ± y``                           ``t_x ± t_y``                         ``(g, ±g)``
+``cat(xs, dim ≠ 0)``                concatenate                           split by sizes
+==================================  ====================================  =====================
+
+The forward runs the op as the critic's code wrote it; the other passes run ``L`` or ``Lᵀ`` on
+as many rows as they carry, from the per-sample shapes recorded in the forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastgp.engine.base import UnsupportedLayerError
+from fastgp.engine.graph import NodeRule
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+
+
+def _like_input(grad: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Transposed results keep the step's memory format (convolutions convert it otherwise)."""
+    return grad.contiguous(memory_format=torch.channels_last) if channels_last else grad
+
+
+class LinearOp(NodeRule):
+    """A per-sample linear op of one input: subclasses give ``L`` (``apply``) and ``Lᵀ``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def record(self, x: torch.Tensor, out: torch.Tensor) -> dict:
+        """What ``apply``/``transpose`` need, from the forward's input and output."""
+        return {}
+
+    def apply(self, saved: dict, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def transpose(self, saved: dict, g: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, inputs, call, ctx):
+        x = inputs[0]
+        out = call()
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != x.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UnsupportedLayerError(
+                f"{self.name} turns a batch of {x.shape[0]} samples {tuple(x.shape)} into "
+                f"{shape}: it mixes or drops the batch dimension, so a per-sample gradient "
+                "penalty is not defined through it")
+        return out, {"in": x.shape[1:], "out": out.shape[1:],
+                     "channels_last": _channels_last(x), **self.record(x, out)}
+
+    def adjoint(self, saved, a_out, ctx):
+        return [_like_input(self.transpose(saved, a_out), saved["channels_last"])]
+
+    def tangent(self, saved, t_in, ctx):
+        return self.apply(saved, t_in[0])
+
+    def backward(self, saved, g_out, ctx, need_input):
+        if not need_input[0]:
+            return [None]
+        return [_like_input(self.transpose(saved, g_out), saved["channels_last"])]
+
+
+class Reshape(LinearOp):
+    """view, reshape, flatten, squeeze, unsqueeze, contiguous, ``nn.Flatten``/``Unflatten``."""
+
+    def apply(self, saved, t):
+        return t.reshape(t.shape[0], *saved["out"])
+
+    def transpose(self, saved, g):
+        return g.reshape(g.shape[0], *saved["in"])
+
+
+class Permute(LinearOp):
+    """permute, transpose, swapaxes, movedim: ``order(ndim)`` gives the permutation."""
+
+    def __init__(self, name: str, order) -> None:
+        super().__init__(name)
+        self.order = order
+
+    def record(self, x, out):
+        order = self.order(x.dim())
+        if order[0] != 0:
+            raise UnsupportedLayerError(f"{self.name} moves the batch dimension (order {order})")
+        inverse = [0] * len(order)
+        for position, dim in enumerate(order):
+            inverse[dim] = position
+        return {"order": order, "inverse": inverse}
+
+    def apply(self, saved, t):
+        return t.permute(saved["order"])
+
+    def transpose(self, saved, g):
+        return g.permute(saved["inverse"])
+
+
+class Reduce(LinearOp):
+    """sum/mean over ``dims`` (None: every dim but the batch) with ``keepdim``."""
+
+    def __init__(self, name: str, dims, keepdim: bool, mean: bool) -> None:
+        super().__init__(name)
+        self.dims, self.keepdim, self.mean = dims, keepdim, mean
+
+    def record(self, x, out):
+        dims = sorted({d % x.dim() for d in self.dims}) if self.dims is not None else None
+        if dims is None or 0 in dims:
+            raise UnsupportedLayerError(f"{self.name} sums over the batch dimension: a per-sample "
+                                        "gradient penalty is not defined through it")
+        count = 1
+        for d in dims:
+            count *= x.shape[d]
+        return {"dims": dims, "scale": 1.0 / count if self.mean else 1.0}
+
+    def apply(self, saved, t):
+        out = t.sum(dim=saved["dims"], keepdim=self.keepdim)
+        return out * saved["scale"] if self.mean else out
+
+    def transpose(self, saved, g):
+        if not self.keepdim:
+            for d in saved["dims"]:
+                g = g.unsqueeze(d)
+        g = g.expand(g.shape[0], *saved["in"])
+        return g * saved["scale"] if self.mean else g.contiguous()
+
+
+class Scale(LinearOp):
+    """``c·x`` (``x/c`` is ``c = 1/c``, ``−x`` is ``c = −1``), plus a constant that has no slope."""
+
+    def __init__(self, name: str, factor: float) -> None:
+        super().__init__(name)
+        self.factor = factor
+
+    def apply(self, saved, t):
+        return t if self.factor == 1.0 else t * self.factor
+
+    transpose = apply
+
+
+class Sum(NodeRule):
+    """``Σ_i s_i x_i`` of several inputs of one shape (``x + y``, ``x − y``, ``x += y``)."""
+
+    def __init__(self, name: str, signs: list[float]) -> None:
+        self.name, self.signs = name, signs
+
+    def forward(self, inputs, call, ctx):
+        out = call()
+        if any(x.shape != out.shape for x in inputs):
+            raise UnsupportedLayerError(
+                f"{self.name} adds tensors of shapes {[tuple(x.shape) for x in inputs]}: the "
+                "engine adds tensors of one shape only (no broadcasting)")
+        return out, {"channels_last": [_channels_last(x) for x in inputs]}
+
+    def _split(self, saved, g):
+        return [_like_input(g if s == 1.0 else g * s, cl)
+                for s, cl in zip(self.signs, saved["channels_last"], strict=True)]
+
+    def adjoint(self, saved, a_out, ctx):
+        return self._split(saved, a_out)
+
+    def tangent(self, saved, t_in, ctx):
+        total = None
+        for s, t in zip(self.signs, t_in, strict=True):
+            term = t if s == 1.0 else t * s
+            total = term if total is None else total + term
+        return total
+
+    def backward(self, saved, g_out, ctx, need_input):
+        return [g if need else None for g, need in zip(self._split(saved, g_out), need_input,
+                                                        strict=True)]
+
+
+class Concatenate(NodeRule):
+    """``torch.cat(xs, dim)`` along a dimension other than the batch."""
+
+    def __init__(self, name: str, dim: int) -> None:
+        self.name, self.dim = name, dim
+
+    def forward(self, inputs, call, ctx):
+        out = call()
+        dim = self.dim % out.dim()
+        if dim == 0:
+            raise UnsupportedLayerError(f"{self.name} concatenates along the batch dimension")
+        return out, {"dim": dim, "sizes": [x.shape[dim] for x in inputs],
+                     "channels_last": [_channels_last(x) for x in inputs]}
+
+    def _split(self, saved, g):
+        return [_like_input(part, cl) for part, cl in zip(
+            torch.split(g, saved["sizes"], dim=saved["dim"]), saved["channels_last"], strict=True)]
+
+    def adjoint(self, saved, a_out, ctx):
+        return self._split(saved, a_out)
+
+    def tangent(self, saved, t_in, ctx):
+        return torch.cat(t_in, dim=saved["dim"])
+
+    def backward(self, saved, g_out, ctx, need_input):
+        return [g if need else None for g, need in zip(self._split(saved, g_out), need_input,
+                                                        strict=True)]

@@ -1,0 +1,300 @@
+"""Critics as people write them — subclasses with their own forward — read from their code and
+stepped by the engine: fp64 against the autograd oracle (≤ 1e-10), fp32 (≤ 1e-5), and the
+errors for what the reader cannot read, naming the op and its line."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from critics import ResidualCritic, SequenceCritic
+from helpers import FP32_TOL, FP64_TOL, relative_error
+from torch import nn
+
+import fastgp
+from fastgp import reference
+from fastgp.engine import UnsupportedLayerError
+
+
+class DCGANStyle(nn.Module):
+    """Ends in a 4×4 convolution: the scores come out as (B, 1, 1, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(3, 8, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(8, 16, 4, 2, 1), nn.GroupNorm(4, 16), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(16, 1, 4, 1, 0))
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class ViewHead(nn.Module):
+    """``out.view(out.size(0), -1)`` then a linear head, squeezed to (B,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 1)
+
+    def forward(self, x):
+        out = F.leaky_relu(self.conv(x), 0.2)
+        out = out.view(out.size(0), -1)
+        return self.fc(out).squeeze(1)
+
+
+class PreActivationBlock(nn.Module):
+    """In-place ReLU at the head of a residual branch: eager PyTorch changes the skip too."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        h = self.relu(x)
+        h = self.conv2(self.relu(self.conv1(h)))
+        return x + 0.3 * h
+
+
+class ResNetStyle(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.block = PreActivationBlock(6)
+        self.fc = nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = self.block(self.stem(x))
+        h = F.relu(h)
+        return self.fc(h.sum(dim=(2, 3)))  # global sum pooling
+
+
+class InPlaceSum(nn.Module):
+    """``h += self.skip(x)``, a module used twice, transpose/permute/cat/chunk-free glue."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 8)
+        self.skip = nn.Linear(5, 8)
+        self.shared = nn.Linear(8, 8)
+        self.act = nn.LeakyReLU(0.2)
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = self.act(self.a(x))
+        h += self.skip(x)
+        h = self.act(self.shared(h))
+        g = self.shared(h) / 2 - 1.0
+        both = torch.cat([h, -g], dim=1)
+        return self.out(both)
+
+
+class SequenceModel(nn.Module):
+    """(B, L, C) sequences: transpose to (B, C, L), 1-D convolutions, mean over time."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x.transpose(1, 2)))
+        h = h.permute(0, 2, 1).mean(1)
+        return self.fc(h).view(-1)
+
+
+class Smooth(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = nn.Linear(3, 8), nn.Linear(8, 8), nn.Linear(8, 1)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        h = F.silu(self.l1(x))
+        h = h + F.gelu(self.norm(self.l2(h)), approximate="tanh")
+        return self.l3(F.softplus(h, beta=2.0)).unsqueeze(-1).unsqueeze(-1)
+
+
+class Doubling(nn.Sequential):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+CRITICS = {
+    "dcgan_b111": (DCGANStyle, (3, 16, 16)),
+    "view_head": (ViewHead, (3, 8, 8)),
+    "resnet_inplace_head": (ResNetStyle, (3, 8, 8)),
+    "inplace_sum_shared": (InPlaceSum, (5,)),
+    "sequence_transpose": (SequenceModel, (7, 4)),
+    "smooth_functional": (Smooth, (3,)),
+    "sequential_subclass": (lambda: Doubling(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), (3,)),
+    "residual_critic": (ResidualCritic, (3, 8, 8)),
+    "sequence_critic": (SequenceCritic, (4, 9)),
+}
+
+
+def _case(name, dtype, batch=5):
+    build, shape = CRITICS[name]
+    torch.manual_seed(0)
+    critic = build().to(dtype)
+    generator = torch.Generator().manual_seed(1)
+    real = torch.randn((batch, *shape), generator=generator, dtype=dtype)
+    fake = torch.randn((batch, *shape), generator=generator, dtype=dtype)
+    return critic, real, fake, torch.rand(batch, generator=generator, dtype=dtype)
+
+
+def _oracle(critic, real, fake, eps):
+    """The canonical eager critic loss in fp64 (the critic's own eager forward, in-place ops
+    and all) and its parameter gradients."""
+    critic = copy.deepcopy(critic).double()
+    real, fake, eps = real.double(), fake.double(), eps.double()
+    w_loss = critic(fake).mean() - critic(real).mean()
+    penalty, norms = reference.gradient_penalty(lambda x: critic(x).reshape(x.shape[0]), real,
+                                                fake, eps, 10.0)
+    grads = torch.autograd.grad(w_loss + penalty, list(critic.parameters()))
+    return penalty.detach(), norms.detach(), grads
+
+
+@pytest.mark.parametrize("name", CRITICS)
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, FP64_TOL), (torch.float32, FP32_TOL)])
+def test_critics_as_written_match_the_oracle(name, dtype, tolerance):
+    critic, real, fake, eps = _case(name, dtype)
+    penalty, norms, grads = _oracle(critic, real, fake, eps)
+    result = fastgp.FusedCritic(critic).step(real, fake, eps=eps)
+    assert relative_error([p.grad for p in critic.parameters()], list(grads)) <= tolerance
+    assert relative_error(result.penalty, penalty) <= tolerance
+    assert relative_error(result.norms, norms) <= tolerance
+
+
+def test_in_place_relu_at_a_residual_head_changes_the_skip_as_in_eager():
+    """The skip reads relu(x), not x: the oracle runs the module eagerly, and a reading that
+    kept x on the skip differs from it by far more than rounding."""
+    critic, real, fake, eps = _case("resnet_inplace_head", torch.float64)
+    fastgp.FusedCritic(critic).step(real, fake, eps=eps)
+    engine = [p.grad.clone() for p in critic.parameters()]
+
+    class SkipKeepsInput(ResNetStyle):
+        def forward(self, x):
+            h = self.stem(x)
+            branch = self.block.conv2(F.relu(self.block.conv1(F.relu(h))))
+            return self.fc(F.relu(h + 0.3 * branch).sum(dim=(2, 3)))
+
+    other = SkipKeepsInput().double()
+    other.load_state_dict(critic.state_dict())
+    wrong = _oracle(other, real, fake, eps)[2]
+    assert relative_error(engine, list(wrong)) > 1e-3
+
+
+def test_micro_batches_and_compile_read_the_traced_graph_alike():
+    critic, real, fake, eps = _case("resnet_inplace_head", torch.float32, batch=6)
+    fused = fastgp.FusedCritic(critic, backend="torch")
+    fused.step(real, fake, eps=eps)
+    whole = [p.grad.clone() for p in critic.parameters()]
+    fused.step(real, fake, eps=eps, micro_batch=4)
+    assert relative_error([p.grad for p in critic.parameters()], whole) <= FP32_TOL
+
+    torch._dynamo.reset()
+
+    def step(real, fake, eps):
+        result = fused.step(real, fake, eps=eps)
+        return result.loss, [p.grad for p in critic.parameters()]
+
+    loss, grads = torch.compile(step, fullgraph=True)(real, fake, eps)
+    assert relative_error([g.clone() for g in grads], whole) <= FP32_TOL
+
+
+class ControlFlow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent: no graph can hold it
+            return self.fc(x)
+        return -self.fc(x)
+
+
+class Bilinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.head(self.fc(x) * x)
+
+
+class LearnedScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.gain * self.fc(x)
+
+
+class BatchMixing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.fc(x - x.mean(0, keepdim=True))
+
+
+class ViewOfChangedTensor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.head = nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = self.fc(x)
+        v = h.view(h.shape[0], 3)
+        h.relu_()
+        return self.head(torch.cat([h, v], 1))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x, y):
+        return self.fc(x) + y
+
+
+class UnknownLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.drop = nn.Hardswish()
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.head(self.drop(self.fc(x)))
+
+
+@pytest.mark.parametrize("critic,words", [
+    (ControlFlow(), ["cannot be traced", "test_engine_trace.py:", "if x.sum() > 0"]),
+    (Bilinear(), ["mul", "test_engine_trace.py:", "self.fc(x) * x", "bilinear"]),
+    (LearnedScale(), ["parameter or buffer", "self.gain * self.fc(x)"]),
+    (TwoInputs(), ["second input 'y'", "cond="]),
+    (UnknownLayer(), ["'drop'", "Hardswish"]),
+    (ViewOfChangedTensor(), ["relu_", "h.view(h.shape[0], 3)", "h.relu_()", "aliasing"]),
+])
+def test_what_the_reader_cannot_read_is_refused_naming_the_op_and_line(critic, words):
+    with pytest.raises(UnsupportedLayerError) as error:
+        fastgp.FusedCritic(critic)
+    assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_an_op_that_mixes_the_batch_is_refused_when_it_runs():
+    fused = fastgp.FusedCritic(BatchMixing().double())
+    real = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(UnsupportedLayerError, match="mixes or drops the batch dimension"):
+        fused.step(real, real + 1)
