@@ -15,18 +15,23 @@ into the generator.
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from fastgp import ops
+from fastgp.engine import FusedCritic, UnsupportedLayerError
+from fastgp.engine.drop_in import engine_for, explicit_penalty
 from fastgp.ops._checks import accumulation_dtype
 from fastgp.validation import (
     check_batched_float,
     check_eps,
     check_finite,
     check_grad_enabled,
+    check_one_score_per_sample,
     check_same_layout,
     flag,
     penalty_scalars,
@@ -52,6 +57,7 @@ def gradient_penalty(
     allow_batchnorm: bool = False,
     check_inputs: bool = True,
     backend: str | None = None,
+    method: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """WGAN-GP penalty ``λ · E[(‖∇C(x̂)‖₂ − c)²]`` at ``x̂ = ε·real + (1−ε)·fake``, ε ~ U[0,1] per sample.
 
@@ -76,6 +82,12 @@ def gradient_penalty(
             sync each). Shape, dtype and device checks are always made.
         backend: implementation of the interpolation and norm/penalty ops: ``auto``,
             ``triton``, ``native`` or ``torch``; None uses :func:`fastgp.get_backend`.
+        method: ``"auto"`` (default) takes the engine's explicit passes when it can read the
+            critic (an ``nn.Module`` of known layers, see :class:`fastgp.FusedCritic`; no
+            ``cond``, ``scaler`` or autocast) and autograd's double backward otherwise, with
+            one warning per critic naming the reason; ``"explicit"`` raises instead of falling
+            back; ``"autograd"`` always differentiates twice with autograd. Both give the same
+            penalty and parameter gradients up to rounding.
 
     Returns:
         The scalar penalty, differentiable with respect to the critic's parameters; with
@@ -99,6 +111,10 @@ def gradient_penalty(
         check_eps(eps, batch, real.device, check_values=check_inputs)
 
     x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach(), backend=backend)
+    engine = _engine(critic, x_hat, conditions, scaler, backend, method)
+    if engine is not None:
+        value, norms = explicit_penalty(engine, x_hat, "lp" if one_sided else "gp", weight, center)
+        return (value, norms.detach()) if return_norms else value
     return _penalty_at(critic, x_hat, conditions, weight, center, one_sided, return_norms, scaler,
                        backend)
 
@@ -114,6 +130,7 @@ def r1_penalty(
     allow_batchnorm: bool = False,
     check_inputs: bool = True,
     backend: str | None = None,
+    method: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """R1/R2 penalty ``γ/2 · E[‖∇C(x)‖₂²]`` (Mescheder et al. 2018).
 
@@ -128,7 +145,12 @@ def r1_penalty(
     _check_critic(critic, allow_batchnorm)
     if check_inputs:
         check_finite("x", x)
-    return _penalty_at(critic, x.detach(), conditions, gamma / 2, 0.0, False, return_norms, scaler,
+    x = x.detach()
+    engine = _engine(critic, x, conditions, scaler, backend, method)
+    if engine is not None:
+        value, norms = explicit_penalty(engine, x, "r1", gamma, 0.0)
+        return (value, norms.detach()) if return_norms else value
+    return _penalty_at(critic, x, conditions, gamma / 2, 0.0, False, return_norms, scaler,
                        backend)
 
 
@@ -147,6 +169,7 @@ def dragan_penalty(
     allow_batchnorm: bool = False,
     check_inputs: bool = True,
     backend: str | None = None,
+    method: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """DRAGAN penalty (Kodali et al. 2017): the gradient penalty around perturbed real samples.
 
@@ -169,8 +192,55 @@ def dragan_penalty(
     return gradient_penalty(
         critic, real, perturbed, weight=weight, center=center, eps=eps, cond=cond,
         return_norms=return_norms, scaler=scaler, allow_batchnorm=allow_batchnorm,
-        check_inputs=check_inputs, backend=backend,
+        check_inputs=check_inputs, backend=backend, method=method,
     )
+
+
+METHODS = ("auto", "explicit", "autograd")
+_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # critic -> reasons warned
+
+
+def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...],
+            scaler: torch.amp.GradScaler | None, backend: str | None,
+            method: str) -> FusedCritic | None:
+    """The engine for the explicit passes, or None for autograd's double backward (``auto``
+    warns once per critic and reason; ``explicit`` raises)."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "autograd":
+        return None
+    reason, engine = _explicit_blocker(critic, x, conditions, scaler), None
+    if reason is None:
+        engine, reason = engine_for(critic, backend)
+    if reason is None and engine.parameters and (engine.parameters[0].dtype != x.dtype or
+                                                  engine.parameters[0].device != x.device):
+        reason, engine = (f"the samples ({x.dtype} on {x.device}) are not in the critic's dtype "
+                          f"and device ({engine.parameters[0].dtype} on "
+                          f"{engine.parameters[0].device})"), None
+    if engine is not None:
+        return engine
+    if method == "explicit":
+        raise UnsupportedLayerError(f"method='explicit' is not possible: {reason}")
+    warned = _WARNED.setdefault(critic, set()) if isinstance(critic, nn.Module) else set()
+    if reason not in warned:
+        warned.add(reason)
+        warnings.warn(f"fastgp: the penalty of {type(critic).__name__} takes autograd's double "
+                      f"backward (slower), because {reason}. method='autograd' silences this.",
+                      stacklevel=3)
+    return None
+
+
+def _explicit_blocker(critic, x, conditions, scaler) -> str | None:
+    """Why the explicit passes cannot serve this call whatever the critic's layers."""
+    if not isinstance(critic, nn.Module):
+        return "the critic is a function, not an nn.Module whose layers the engine can read"
+    if conditions:
+        return "the engine does not take conditional inputs (cond=) yet"
+    if scaler is not None:
+        return "the engine does not take a GradScaler yet"
+    if torch.is_autocast_enabled(x.device.type):
+        return "the engine does not run under autocast yet"
+    return None
 
 
 def _penalty_at(
@@ -235,10 +305,7 @@ def _check_critic(critic: Critic, allow_batchnorm: bool) -> None:
 def _check_scores(scores: object, batch: int) -> None:
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"the critic must return a tensor, got {type(scores).__name__}")
-    # (B,), (B, 1) and the (B, 1, 1, 1) of a DCGAN critic ending in a 4×4 convolution.
-    if scores.dim() == 0 or scores.shape[0] != batch or scores.numel() != batch:
-        raise ValueError(f"the critic must return one value per sample, shape ({batch},), "
-                         f"({batch}, 1) or ({batch}, 1, ..., 1), got {tuple(scores.shape)}")
+    check_one_score_per_sample(scores, batch)
     if not scores.requires_grad:
         raise ValueError("the critic's output does not depend on its input: the gradient "
                          "penalty is taken with respect to the first argument of the critic")

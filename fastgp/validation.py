@@ -71,6 +71,14 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} contains {bad} NaN/Inf value(s): expected finite samples")
 
 
+def check_one_score_per_sample(scores: torch.Tensor, batch: int) -> None:
+    """Scores ``(B,)``, ``(B, 1)`` or ``(B, 1, ..., 1)`` (a DCGAN critic ending in a 4×4
+    convolution returns ``(B, 1, 1, 1)``)."""
+    if scores.dim() == 0 or scores.shape[0] != batch or scores.numel() != batch:
+        raise ValueError(f"the critic must return one value per sample, shape ({batch},), "
+                         f"({batch}, 1) or ({batch}, 1, ..., 1), got {tuple(scores.shape)}")
+
+
 def real_number(name: str, value: object, *, minimum: float | None = None,
                 positive: bool = False) -> float:
     """A finite real number as a Python float: ints, floats, numpy scalars and 0-d tensors that

@@ -323,7 +323,7 @@ def test_bad_arguments_raise_clear_errors():
         fused.step(real, fake[:3])
     with pytest.raises(ValueError, match="penalty_every"):
         fastgp.FusedCritic(critic, penalty_every=0)
-    with pytest.raises(ValueError, match="one score per sample"):
+    with pytest.raises(ValueError, match="one value per sample"):
         fastgp.FusedCritic(nn.Linear(2, 3).double()).step(real, fake)
 
 

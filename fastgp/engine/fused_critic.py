@@ -29,6 +29,7 @@ from fastgp.validation import (
     check_batched_float,
     check_eps,
     check_finite,
+    check_one_score_per_sample,
     check_same_layout,
     flag,
     integer,
@@ -224,6 +225,39 @@ class FusedCritic:
         norms = None if results[0][2] is None else torch.cat([r[2] for r in results])
         return CriticStep(total_penalty - wasserstein, wasserstein, total_penalty, norms)
 
+    def penalty_gradients(
+        self, x: torch.Tensor, penalty: str, weight: float, center: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
+        """The penalty alone at the points ``x`` (x̂ for GP/LP, the samples for R1/R2) and its
+        parameter gradients, without touching any ``.grad``: ``(P, norms, grads)`` with
+        ``grads[i]`` the gradient for ``self.parameters[i]`` in its layout (None where the
+        parameter is frozen or unused). ``P = λ·mean φ(‖∇C(x)‖)`` (``γ/2·mean‖∇C‖²`` for R1/R2).
+
+        This is what :func:`fastgp.gradient_penalty` adds to the user's own W-loss: forward,
+        adjoint and tangent over the rows of ``x`` only, plus — for critics with curvature — a
+        backward over them that carries the curvature terms.
+        """
+        self._refresh()
+        backend = public_backend(resolve(self.backend, x.device), x.device)
+        grads: list[torch.Tensor | None] = [None] * len(self.parameters)
+        kernels = {"leaky": _kernel("bias_leaky_relu", backend),
+                   "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
+        rows = x.shape[0]
+        with torch.no_grad():
+            x = x.contiguous(memory_format=self._memory_format(x))
+            curvature = self.rule.curvature
+            ctx = StepContext(None, None, slice(0, rows) if curvature else None,
+                              release_after_tangent=not curvature, **kernels)
+            scores, saved = self.rule.forward(x, ctx)
+            self._check_scores(scores, rows)
+            value, norms = self._penalize(saved, scores, ctx, penalty, weight, center, rows,
+                                          backend)
+            if curvature:  # the h̄ terms reach the parameters below through a backward
+                self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
+        return value, norms, [None if grad is None or not parameter.requires_grad
+                              else _in_layout_of(parameter, grad)
+                              for parameter, grad in zip(self.parameters, grads, strict=True)]
+
     def _check_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         check_batched_float("real", real)
         check_batched_float("fake", fake)
@@ -322,9 +356,7 @@ class FusedCritic:
 
     @staticmethod
     def _check_scores(scores: torch.Tensor, rows: int) -> None:
-        if scores.numel() != rows:
-            raise ValueError(f"the critic must return one score per sample, got shape "
-                             f"{tuple(scores.shape)} for {rows} samples")
+        check_one_score_per_sample(scores, rows)
 
     def _penalize(self, saved, scores, ctx, penalty, weight, center, batch, backend):
         """Adjoint, penalty and tangent passes over the penalty rows; returns ``(P, norms)``."""

@@ -154,7 +154,9 @@ class Objectives:
     def _autograd_penalty(self, penalty: str, weight: float, real: torch.Tensor,
                           fake: torch.Tensor, rng: torch.Generator | None,
                           eps: torch.Tensor | None):
-        common = {"return_norms": True, "check_inputs": False, "scaler": self.scaler}
+        # The trainer picks the engine itself (critic_step); this path is autograd's by name.
+        common = {"return_norms": True, "check_inputs": False, "scaler": self.scaler,
+                  "method": "autograd"}
         if penalty in ("gp", "lp"):
             return gradient_penalty(self.critic, real, fake, weight=weight, eps=eps,
                                     one_sided=penalty == "lp", **common)

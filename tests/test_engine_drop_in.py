@@ -1,0 +1,156 @@
+"""The drop-in penalty on the engine's explicit passes: the same penalty and parameter gradients
+as autograd's double backward (fp64 ≤ 1e-10), the fallback and its warning, method="explicit",
+and a cache that is never stale."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from critics import FAMILY_IDS, family
+from helpers import FP32_TOL, FP64_TOL, relative_error
+from test_engine_trace import CRITICS as TRACED
+from torch import nn
+
+import fastgp
+from fastgp.engine import UnsupportedLayerError
+
+
+def _user_step(critic, real, fake, eps, method, penalty="gp"):
+    """The user's own WGAN-GP critic loss with the drop-in penalty line; its gradients."""
+    critic.zero_grad(set_to_none=True)
+    loss = critic(fake).mean() - critic(real).mean()
+    if penalty == "gp":
+        value = fastgp.gradient_penalty(critic, real, fake, eps=eps, method=method)
+    elif penalty == "lp":
+        value = fastgp.gradient_penalty(critic, real, fake, eps=eps, one_sided=True,
+                                        center=0.5, weight=3.0, method=method)
+    else:
+        value = fastgp.r1_penalty(critic, real, 4.0, method=method)
+    (loss + value).backward()
+    return value.detach(), [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                            for p in critic.parameters()]
+
+
+def _traced(name, dtype=torch.float64, batch=5):
+    build, shape = TRACED[name]
+    torch.manual_seed(0)
+    critic = build().to(dtype)
+    generator = torch.Generator().manual_seed(1)
+    real = torch.randn((batch, *shape), generator=generator, dtype=dtype)
+    fake = torch.randn((batch, *shape), generator=generator, dtype=dtype)
+    return critic, real, fake, torch.rand(batch, generator=generator, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", list(TRACED))
+@pytest.mark.parametrize("penalty", ["gp", "lp", "r1"])
+def test_explicit_drop_in_equals_autograd_on_critics_as_written(name, penalty):
+    critic, real, fake, eps = _traced(name)
+    explicit = _user_step(critic, real, fake, eps, "explicit", penalty)
+    autograd = _user_step(critic, real, fake, eps, "autograd", penalty)
+    assert relative_error(explicit[0], autograd[0]) <= FP64_TOL
+    assert relative_error(explicit[1], autograd[1]) <= FP64_TOL
+
+
+@pytest.mark.parametrize("fam", [f for f in FAMILY_IDS if f != "conditional"])
+def test_auto_drop_in_equals_autograd_on_the_test_families_in_fp32(fam):
+    """Readable or not, ``auto`` gives autograd's gradients; readable ones take the engine."""
+    critic = family(fam).critic().float()
+    real, fake, eps = (t.float() for t in family(fam).inputs(6))
+    try:
+        fastgp.FusedCritic(critic)
+        readable = True
+    except UnsupportedLayerError:
+        readable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback's warning has its own test
+        auto = _user_step(critic, real, fake, eps, "auto")
+    autograd = _user_step(critic, real, fake, eps, "autograd")
+    assert relative_error(auto[1], autograd[1]) <= FP32_TOL
+    if not readable:
+        with pytest.raises(UnsupportedLayerError):
+            fastgp.gradient_penalty(critic, real, fake, eps=eps, method="explicit")
+
+
+def test_norms_are_returned_on_the_explicit_path():
+    critic, real, fake, eps = _traced("resnet_inplace_head")
+    _, norms = fastgp.gradient_penalty(critic, real, fake, eps=eps, return_norms=True,
+                                       method="explicit")
+    _, expected = fastgp.gradient_penalty(critic, real, fake, eps=eps, return_norms=True,
+                                          method="autograd")
+    assert not norms.requires_grad and relative_error(norms, expected) <= FP64_TOL
+
+
+class Unreadable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.fc(x) * x[:, :1]
+
+
+def test_auto_falls_back_once_per_critic_with_a_warning_naming_the_op_and_line():
+    critic = Unreadable().double()
+    real, fake = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"Unreadable takes autograd's double backward .*"
+                                         r"test_engine_drop_in.py:\d+ \(return self.fc\(x\) \* x"):
+        first = fastgp.gradient_penalty(critic, real, fake, eps=torch.full((4,), 0.5,
+                                                                            dtype=torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        second = fastgp.gradient_penalty(critic, real, fake, eps=torch.full((4,), 0.5,
+                                                                             dtype=torch.float64))
+    assert torch.equal(first, second)
+    with pytest.raises(UnsupportedLayerError,
+                       match="method='explicit' is not possible: no rule for getitem"):
+        fastgp.gradient_penalty(critic, real, fake, method="explicit")
+    with pytest.raises(ValueError, match="method must be one of"):
+        fastgp.gradient_penalty(critic, real, fake, method="fast")
+
+
+@pytest.mark.parametrize("change", ["append", "eval", "double", "frozen", "new_weight"])
+def test_the_cached_reading_follows_every_change_of_the_critic(change):
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(3, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
+    real, fake, eps = torch.randn(5, 3), torch.randn(5, 3), torch.rand(5)
+    _user_step(critic, real, fake, eps, "explicit")  # read and cached
+    if change == "append":
+        critic.append(nn.Tanh())
+    elif change == "eval":
+        critic.eval()
+    elif change == "double":
+        critic.double()
+        real, fake, eps = real.double(), fake.double(), eps.double()
+    elif change == "frozen":
+        critic[0].requires_grad_(False)
+    else:
+        critic[2].weight = nn.Parameter(torch.randn(1, 8))
+    explicit = _user_step(critic, real, fake, eps, "explicit")
+    autograd = _user_step(critic, real, fake, eps, "autograd")
+    tolerance = FP64_TOL if change == "double" else FP32_TOL
+    assert relative_error(explicit[1], autograd[1]) <= tolerance
+    if change == "frozen":
+        assert critic[0].weight.grad is None
+
+
+def test_autocast_cond_and_functions_take_autograd_with_the_reason():
+    critic, real, fake, eps = _traced("dcgan_b111", torch.float32)
+    with pytest.raises(UnsupportedLayerError, match="autocast"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fastgp.gradient_penalty(critic, real, fake, method="explicit")
+    with pytest.raises(UnsupportedLayerError, match="function"):
+        fastgp.gradient_penalty(lambda x: critic(x), real, fake, method="explicit")
+
+
+def test_the_explicit_penalty_accumulates_into_existing_gradients_like_autograd():
+    """A second backward adds, as autograd's does (gradient accumulation over micro-steps)."""
+    critic, real, fake, eps = _traced("view_head")
+    twice = {}
+    for method in ("explicit", "autograd"):
+        model = copy.deepcopy(critic)
+        for _ in range(2):
+            fastgp.gradient_penalty(model, real, fake, eps=eps, method=method).backward()
+        twice[method] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                         for p in model.parameters()]
+    assert relative_error(twice["explicit"], twice["autograd"]) <= FP64_TOL
