@@ -209,6 +209,10 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "autograd":
         return None
+    # A data-parallel wrapper holds the critic; its parameters (and DDP's hooks on them) are
+    # the wrapped module's, which is what the engine reads.
+    if isinstance(critic, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        critic = critic.module
     reason, engine = _explicit_blocker(critic, x, conditions, scaler), None
     if reason is None:
         engine, reason = engine_for(critic, backend)

@@ -154,3 +154,62 @@ def test_the_explicit_penalty_accumulates_into_existing_gradients_like_autograd(
         twice[method] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
                          for p in model.parameters()]
     assert relative_error(twice["explicit"], twice["autograd"]) <= FP64_TOL
+
+
+def test_a_compiled_user_step_with_the_drop_in_equals_eager():
+    """autograd's double backward cannot be compiled; the explicit drop-in can."""
+    torch._dynamo.reset()
+    critic, real, fake, eps = _traced("inplace_sum_shared", torch.float32)
+
+    def step(real, fake, eps):
+        critic.zero_grad(set_to_none=True)
+        loss = critic(fake).mean() - critic(real).mean()
+        loss = loss + fastgp.gradient_penalty(critic, real, fake, eps=eps, check_inputs=False,
+                                              method="explicit")
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in critic.parameters()]
+
+    eager = step(real, fake, eps)
+    compiled = torch.compile(step)(real, fake, eps)
+    assert relative_error(compiled[1] + [compiled[0]], eager[1] + [eager[0]]) <= FP32_TOL
+
+
+WORLD, BATCH = 2, 8
+
+
+def _ddp_problem():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(3, 16), nn.LeakyReLU(0.2), nn.Linear(16, 16), nn.Tanh(),
+                           nn.Linear(16, 1)).double()
+    stream = torch.Generator().manual_seed(1)
+    real = torch.randn(BATCH, 3, generator=stream, dtype=torch.float64)
+    fake = torch.randn(BATCH, 3, generator=stream, dtype=torch.float64)
+    return critic, real, fake, torch.rand(BATCH, generator=stream, dtype=torch.float64)
+
+
+def _ddp_worker(rank, store, out_dir):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+    critic, real, fake, eps = _ddp_problem()
+    model = DistributedDataParallel(critic)
+    rows = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    loss = model(fake[rows]).mean() - model(real[rows]).mean()
+    loss = loss + fastgp.gradient_penalty(model, real[rows], fake[rows], eps=eps[rows],
+                                          method="explicit")
+    loss.backward()  # DDP's hooks average the gradients over the processes
+    torch.save([p.grad for p in critic.parameters()], f"{out_dir}/rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_user_ddp_with_the_drop_in_gives_the_single_process_gradients(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
+    critic, real, fake, eps = _ddp_problem()
+    single = _user_step(critic, real, fake, eps, "autograd")[1]
+    for rank in range(WORLD):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert relative_error(got, single) <= FP64_TOL
