@@ -2,6 +2,7 @@
 
 from fastgp import ops
 from fastgp.engine import CriticStep, FusedCritic, UnsupportedLayerError
+from fastgp.engine.explain import Explanation, explain
 from fastgp.losses import (
     clip_weights_,
     critic_wasserstein_loss,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS",
     "CriticStep",
+    "Explanation",
     "FusedCritic",
     "UnsupportedLayerError",
     "__version__",
@@ -37,6 +39,7 @@ __all__ = [
     "critic_wasserstein_loss",
     "discriminator_bce_loss",
     "dragan_penalty",
+    "explain",
     "generator_minimax_loss",
     "generator_nonsaturating_loss",
     "generator_wasserstein_loss",

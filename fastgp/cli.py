@@ -6,6 +6,7 @@ Commands:
     compare  gan, wgan-clip, wgan-gp and wgan-lp on 25 gaussians with one budget: table + figure
     profile  where a critic step with the gradient penalty spends its time, FLOPs, bytes and memory
     bench    the benchmark matrix: every penalty path vs the reference and vs no penalty
+    explain  how the engine reads a critic: its operations, their rules, what blocks it, FLOPs
     info     versions, devices, and which op backends are usable here (and why not)
 """
 
@@ -413,6 +414,51 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_parser(subparsers: argparse._SubParsersAction) -> None:
+    from fastgp.bench import CRITICS
+
+    parser = subparsers.add_parser(
+        "explain", help="how the engine reads a critic, and what blocks it",
+        description="List the operations of a critic's forward as the engine traces them, the "
+                    "rule each maps to, what blocks the explicit passes if anything, and (with "
+                    "a shape) the FLOP ratio of a critic step with the penalty over one without, "
+                    "for autograd and for the explicit passes. --critic takes a built-in name or "
+                    "package.module:factory (a callable returning the critic; give --shape then).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--critic", default="dcgan32",
+                        help=f"one of {sorted(CRITICS)} or package.module:factory")
+    parser.add_argument("--shape", help="sample shape without the batch, e.g. 3,32,32")
+    parser.add_argument("--batch", type=int, default=4, help="example batch for the FLOP count")
+    parser.add_argument("--no-flops", action="store_true", help="only read the critic")
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from fastgp.bench import CRITICS
+    from fastgp.engine.explain import explain
+
+    integer("--batch", args.batch, minimum=1)
+    if args.critic in CRITICS:
+        build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
+    else:
+        build, shape = load_critic_factory(args.critic), None
+    if args.shape:
+        shape = _parse_shape(args.shape)
+    if shape is None and not args.no_flops:
+        raise ValueError("--shape is required with a package.module:factory critic "
+                         "(or --no-flops)")
+    torch.manual_seed(0)
+    critic = build()
+    if not isinstance(critic, torch.nn.Module):
+        raise ValueError(f"the critic factory must return an nn.Module, got {type(critic).__name__}")
+    example = None
+    if not args.no_flops:
+        _check_shape_fits(critic, args.critic, shape, torch.device("cpu"))
+        example = torch.randn(args.batch, *shape)
+    print(explain(critic, example))
+    return 0
+
+
 def _info_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="versions, devices and usable backends")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -438,6 +484,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": _run_train, "sample": _run_sample, "compare": _run_compare,
+            "explain": _run_explain,
             "profile": _run_profile, "bench": _run_bench, "info": _run_info}
 
 
@@ -449,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     _compare_parser(subparsers)
     _profile_parser(subparsers)
     _bench_parser(subparsers)
+    _explain_parser(subparsers)
     _info_parser(subparsers)
     args = parser.parse_args(argv)
     try:

@@ -85,6 +85,8 @@ class Node:
     reads: list[int]
     call: Callable[[list[Any]], Callable[[], Any]]
     meta: bool = False
+    op: str = ""  # what the critic's code calls there, and where (for fastgp.explain)
+    source: str = ""
 
 
 class GraphRule(Rule):

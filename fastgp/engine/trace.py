@@ -359,7 +359,8 @@ class _Reader:
     def _add(self, node: fx.Node, rule: NodeRule | None, inputs: list[fx.Node], target: Any,
              meta: bool = False) -> None:
         self.nodes.append(Node(node.name, rule, [self.value_of[n] for n in inputs],
-                               self._reads(node), self._call(node, target), meta))
+                               self._reads(node), self._call(node, target), meta,
+                               _describe(node), where(node)))
         self.value_of[node] = len(self.nodes)
         self.kind[node] = "meta" if meta else "tensor"
 
@@ -561,3 +562,18 @@ def read_critic(critic: nn.Module, parameters: list[nn.Parameter]) -> GraphRule:
     return _Reader(module, parameters).read()
 
 
+
+
+def read_as_far_as_possible(critic: nn.Module, parameters: list[nn.Parameter]
+                            ) -> tuple[list[Node], GraphRule | None, str | None]:
+    """``(nodes read, graph, None)``, or ``(nodes read before the blocker, None, reason)``:
+    what :func:`fastgp.explain` shows."""
+    reader = None
+    try:
+        module = trace(critic)
+        functionalize(module)
+        reader = _Reader(module, parameters)
+        graph = reader.read()
+    except UnsupportedLayerError as error:
+        return (reader.nodes if reader is not None else []), None, str(error)
+    return reader.nodes, graph, None
