@@ -26,7 +26,13 @@ import fastgp
 from fastgp.counting import count
 from fastgp.profile import PATHS, critic_step, matmul_flops_per_second, paper_adam, time_interleaved
 from fastgp.roofline import H100_SXM, modeled_time
-from fastgp.train.models import dcgan_critic, resnet32_critic, toy_critic
+from fastgp.train.models import (
+    InstanceNormDCGANCritic,
+    SumPoolResNetCritic,
+    dcgan_critic,
+    resnet32_critic,
+    toy_critic,
+)
 
 NO_GP = "nogp"
 
@@ -45,6 +51,11 @@ CRITICS = {
     "dcgan32": Critic(lambda: dcgan_critic(32), (3, 32, 32), "DCGAN critic, 32×32, 64-128-256"),
     "resnet32": Critic(resnet32_critic, (3, 32, 32), "WGAN-GP paper's CIFAR ResNet critic"),
     "dcgan64": Critic(lambda: dcgan_critic(64), (3, 64, 64), "DCGAN critic, 64×64, 64-…-512"),
+    # Written as users write them: subclasses with their own forward.
+    "dcgan32_in": Critic(InstanceNormDCGANCritic, (3, 32, 32),
+                         "DCGAN critic with InstanceNorm, ending in a 4×4 conv (B, 1, 1, 1)"),
+    "resnet32_sum": Critic(SumPoolResNetCritic, (3, 32, 32),
+                           "pre-activation ResNet, in-place ReLU heads, global sum pooling"),
 }
 
 
@@ -59,7 +70,8 @@ class Case:
 
 
 STANDARD_MATRIX = (Case("mlp", 256), Case("mlp", 4096), Case("dcgan32", 64),
-                   Case("resnet32", 64), Case("dcgan64", 32))
+                   Case("resnet32", 64), Case("dcgan64", 32), Case("dcgan32_in", 64),
+                   Case("resnet32_sum", 64))
 
 CSV_COLUMNS = [
     "case", "critic", "batch", "path", "median_ms", "min_ms", "max_ms", "repeats",

@@ -61,6 +61,25 @@ LAYERS = {
     "residual_identity": (lambda: Residual(nn.Sequential(nn.ReLU(), nn.Linear(6, 6))), (3, 6)),
     "sequence_linear_silu_linear": (lambda: nn.Sequential(nn.Linear(3, 4), nn.SiLU(),
                                                           nn.Linear(4, 2)), (2, 3)),
+    "instancenorm1d": (lambda: nn.InstanceNorm1d(4), (3, 4, 7)),
+    "instancenorm2d_affine": (lambda: nn.InstanceNorm2d(3, affine=True), (2, 3, 4, 5)),
+    "instancenorm3d_affine": (lambda: nn.InstanceNorm3d(2, affine=True), (2, 2, 3, 3, 4)),
+    "maxpool1d": (lambda: nn.MaxPool1d(3, stride=2, padding=1), (2, 3, 10)),
+    "maxpool2d_dilated_ceil": (lambda: nn.MaxPool2d(3, stride=2, dilation=2, ceil_mode=True),
+                               (2, 3, 9, 8)),
+    "maxpool3d": (lambda: nn.MaxPool3d(2), (2, 2, 4, 4, 4)),
+    "conv2d_reflect": (lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"),
+                       (2, 3, 5, 6)),
+    "conv1d_replicate_leaky": (lambda: nn.Sequential(
+        nn.Conv1d(3, 4, 3, padding=2, padding_mode="replicate"), nn.LeakyReLU(0.2)), (2, 3, 7)),
+    "conv3d_reflect": (lambda: nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"),
+                       (2, 2, 4, 4, 3)),
+    "dropout_eval": (lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).eval(), (3, 4)),
+    "pools_functional": (lambda: Written(lambda x: F.adaptive_avg_pool2d(
+        F.max_pool2d(F.avg_pool2d(x, 2, padding=1), kernel_size=2, stride=1), (2, 1))),
+                         (2, 3, 7, 6)),
+    "pad_functional": (lambda: Written(lambda x: F.pad(F.pad(x, [1, 2, 0, 1], mode="reflect"),
+                                                       [1, 1, 2, 0], value=0.5)), (2, 3, 4, 5)),
     # The tensor ops between layers (fastgp.engine.tensor_ops), each inside a small forward.
     "view_size": (lambda: Written(lambda x: x.view(x.size(0), -1)), (3, 2, 4)),
     "flatten_unsqueeze_squeeze": (lambda: Written(

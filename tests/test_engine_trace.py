@@ -14,6 +14,7 @@ from torch import nn
 import fastgp
 from fastgp import reference
 from fastgp.engine import UnsupportedLayerError
+from fastgp.train.models import InstanceNormDCGANCritic, SumPoolResNetCritic
 
 
 class DCGANStyle(nn.Module):
@@ -132,6 +133,8 @@ CRITICS = {
     "smooth_functional": (Smooth, (3,)),
     "sequential_subclass": (lambda: Doubling(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1)), (3,)),
     "residual_critic": (ResidualCritic, (3, 8, 8)),
+    "instance_norm_dcgan": (lambda: InstanceNormDCGANCritic(3, 4), (3, 32, 32)),
+    "sum_pool_resnet": (lambda: SumPoolResNetCritic(3, 4), (3, 8, 8)),
     "sequence_critic": (SequenceCritic, (4, 9)),
 }
 

@@ -112,17 +112,18 @@ class LinearRule(Affine):
 
 
 class ConvRule(Affine):
-    """``nn.Conv1d/2d/3d`` with any stride, padding, dilation and groups (zero padding)."""
+    """``nn.Conv1d/2d/3d`` with any stride, padding, dilation and groups. A convolution with
+    another ``padding_mode`` is this rule with ``padding=0`` after a :class:`PadRule`."""
 
     def __init__(self, module: nn.Module, weight_index: int, bias_index: int | None,
-                 negative_slope: float | None) -> None:
+                 negative_slope: float | None, padding: tuple[int, ...] | None = None) -> None:
         super().__init__(module, weight_index, bias_index, negative_slope)
-        if module.padding_mode != "zeros":
+        if padding is None and module.padding_mode != "zeros":
             raise UnsupportedLayerError(
-                f"{type(module).__name__} with padding_mode={module.padding_mode!r}: the engine "
-                "supports zero padding only")
+                f"{type(module).__name__} with padding_mode={module.padding_mode!r} needs its "
+                "padding as a separate pass (layer_rule does that)")
         self.dims = len(module.kernel_size)
-        self.padding = _numeric_padding(module)
+        self.padding = _numeric_padding(module) if padding is None else padding
         self.forward_fn = _CONV_FORWARD[self.dims]
 
     def apply_weight(self, saved: Saved, x: torch.Tensor,

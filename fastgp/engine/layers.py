@@ -17,14 +17,25 @@ from torch import nn
 from fastgp.engine.activations import LeakyRule, SmoothRule, smooth_derivatives
 from fastgp.engine.affine import ConvRule, LinearRule
 from fastgp.engine.base import Rule, UnsupportedLayerError
-from fastgp.engine.linear_maps import AdaptiveAvgPoolRule, AvgPoolRule, IdentityRule, ReshapeRule
-from fastgp.engine.normalization import GroupNormRule, LayerNormRule
+from fastgp.engine.linear_maps import (
+    AdaptiveAvgPoolRule,
+    AvgPoolRule,
+    IdentityRule,
+    PadRule,
+    ReshapeRule,
+    Then,
+)
+from fastgp.engine.normalization import GroupNormRule, InstanceNormRule, LayerNormRule
+from fastgp.engine.pooling import MaxPoolRule
 
 ParameterIndex = Callable[[nn.Parameter | None], int | None]
 
 CONVS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _AVG_POOLS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
 _ADAPTIVE_POOLS = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
+_MAX_POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
+_INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
 
@@ -57,7 +68,12 @@ def layer_rule(module: nn.Module, name: str, index: ParameterIndex,
     if isinstance(module, nn.Linear):
         return LinearRule(module, index(module.weight), index(module.bias), slope)
     if type(module) in CONVS:
-        return ConvRule(module, index(module.weight), index(module.bias), slope)
+        weights = (index(module.weight), index(module.bias))
+        if module.padding_mode == "zeros":
+            return ConvRule(module, *weights, slope)
+        # torch pads with the mode first, then convolves without padding: so does the engine.
+        return Then(PadRule(module._reversed_padding_repeated_twice, module.padding_mode),
+                    ConvRule(module, *weights, slope, padding=(0,) * len(module.kernel_size)))
     leaky = leaky_slope(module)
     if leaky is not None:
         return LeakyRule(leaky)
@@ -76,6 +92,26 @@ def layer_rule(module: nn.Module, name: str, index: ParameterIndex,
         return AvgPoolRule(module, _AVG_POOLS[type(module)])
     if type(module) in _ADAPTIVE_POOLS:
         return AdaptiveAvgPoolRule(module, _ADAPTIVE_POOLS[type(module)])
+    if type(module) in _MAX_POOLS:
+        if module.return_indices:
+            raise UnsupportedLayerError(f"layer {name!r} (MaxPool) returns indices: the engine "
+                                        "reads pools that return the pooled tensor only")
+        return MaxPoolRule(module, _MAX_POOLS[type(module)])
+    if isinstance(module, _INSTANCE_NORMS):
+        if module.track_running_stats:
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({type(module).__name__}) tracks running statistics: in "
+                "training they change with every call, which the engine's passes do not "
+                "replay; the default InstanceNorm (track_running_stats=False) is read")
+        return InstanceNormRule(module, index(module.weight), index(module.bias))
+    if isinstance(module, _DROPOUTS):
+        if module.training and module.p > 0:
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({type(module).__name__}) in training mode draws a new mask "
+                "on every call, which the engine's passes cannot share yet; call "
+                "critic.eval() for the penalty, or use fastgp.gradient_penalty(method="
+                "'autograd')")
+        return IdentityRule(module)
     if isinstance(module, _BATCH_NORMS):
         raise UnsupportedLayerError(
             f"layer {name!r} ({type(module).__name__}) mixes the samples of a batch, so a "
@@ -83,6 +119,7 @@ def layer_rule(module: nn.Module, name: str, index: ParameterIndex,
             "LayerNorm or GroupNorm instead")
     raise UnsupportedLayerError(
         f"FusedCritic has no rule for layer {name!r} ({type(module).__name__}). Supported: "
-        "Linear, Conv1d/2d/3d, ReLU, LeakyReLU, SiLU, Tanh, Sigmoid, Softplus, ELU, GELU, "
-        "LayerNorm, GroupNorm, Flatten, Unflatten, AvgPool, AdaptiveAvgPool, Identity, and "
-        "modules whose forward combines these. fastgp.gradient_penalty works with any critic.")
+        "Linear, Conv1d/2d/3d (zeros, reflect or replicate padding), ReLU, LeakyReLU, SiLU, "
+        "Tanh, Sigmoid, Softplus, ELU, GELU, LayerNorm, GroupNorm, InstanceNorm, AvgPool, "
+        "AdaptiveAvgPool, MaxPool, Flatten, Unflatten, Identity, Dropout (eval), and modules "
+        "whose forward combines these. fastgp.gradient_penalty works with any critic.")

@@ -1,4 +1,4 @@
-"""Parameter-free linear layers: identity, ``Flatten``/``Unflatten`` and average pooling.
+"""Parameter-free linear layers: identity, ``Flatten``/``Unflatten``, average pooling, padding.
 
 For a fixed linear map ``y = P x``::
 
@@ -13,9 +13,10 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from fastgp.engine.base import Rule, Saved, StepContext
+from fastgp.engine.base import Rule, Saved, StepContext, UnsupportedLayerError
 
 
 class LinearMap(Rule):
@@ -120,3 +121,72 @@ class AdaptiveAvgPoolRule(LinearMap):
             return torch.ops.aten._adaptive_avg_pool2d_backward(grad, like)
         return torch.ops.aten._adaptive_avg_pool3d_backward(grad, like)
 
+
+
+_PAD_BACKWARD = {
+    ("reflect", 3): torch.ops.aten.reflection_pad1d_backward,
+    ("reflect", 4): torch.ops.aten.reflection_pad2d_backward,
+    ("reflect", 5): torch.ops.aten.reflection_pad3d_backward,
+    ("replicate", 3): torch.ops.aten.replication_pad1d_backward,
+    ("replicate", 4): torch.ops.aten.replication_pad2d_backward,
+    ("replicate", 5): torch.ops.aten.replication_pad3d_backward,
+}
+
+
+class PadRule(Rule):
+    """``F.pad`` with zeros (the transpose crops), ``reflect`` or ``replicate`` (the transpose
+    adds the copied border back onto the positions it came from); ``pad`` as ``F.pad`` takes it.
+    A constant other than zero is a shift: the same slopes."""
+
+    def __init__(self, pad: list[int], mode: str, value: float = 0.0) -> None:
+        self.pad, self.mode, self.value = list(pad), mode, value
+
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
+        if self.mode != "constant" and (self.mode, x.dim()) not in _PAD_BACKWARD:
+            raise UnsupportedLayerError(
+                f"{self.mode} padding of a {x.dim()}-D tensor: the engine pads 3-D to 5-D "
+                "tensors with zeros, reflect or replicate")
+        kwargs = {"value": self.value} if self.mode == "constant" else {}
+        return F.pad(x, self.pad, mode=self.mode, **kwargs), {"shape": x.shape[1:]}
+
+    def _transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
+        if self.mode == "constant":
+            return F.pad(grad, [-p for p in self.pad])  # negative padding crops
+        backward = _PAD_BACKWARD[(self.mode, grad.dim())]
+        return backward(grad, _input_like(grad, saved), self.pad)
+
+    def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self._transpose(a_out, saved)
+
+    def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return F.pad(t_in, self.pad, mode=self.mode)  # the constant has no slope: zeros
+
+    def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
+                 need_input: bool) -> torch.Tensor | None:
+        return self._transpose(g_out, saved) if need_input else None
+
+
+class Then(Rule):
+    """Two rules one after the other (a padding before the convolution that reads it)."""
+
+    def __init__(self, first: Rule, second: Rule) -> None:
+        self.first, self.second = first, second
+        self.curvature = first.curvature or second.curvature
+
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
+        middle, first = self.first.forward(x, ctx)
+        out, second = self.second.forward(middle, ctx)
+        return out, {"first": first, "second": second}
+
+    def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self.first.adjoint(saved["first"], self.second.adjoint(saved["second"], a_out, ctx),
+                                  ctx)
+
+    def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return self.second.tangent(saved["second"], self.first.tangent(saved["first"], t_in, ctx),
+                                   ctx)
+
+    def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
+                 need_input: bool) -> torch.Tensor | None:
+        middle = self.second.backward(saved["second"], g_out, ctx, True)
+        return self.first.backward(saved["first"], middle, ctx, need_input)

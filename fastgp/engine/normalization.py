@@ -133,3 +133,18 @@ class GroupNormRule(NormRule):
         y, mean, rstd = torch.native_group_norm(x, m.weight, m.bias, batch, channels,
                                                 x[0, 0].numel(), m.num_groups, m.eps)
         return y, mean.unsqueeze(-1), rstd.unsqueeze(-1)
+
+
+class InstanceNormRule(GroupNormRule):
+    """``nn.InstanceNorm1d/2d/3d`` with instance statistics: each channel of each sample is one
+    group (GroupNorm with one group per channel), affine or not."""
+
+    def grouped(self, v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(v.shape[0], v.shape[1], -1)
+
+    def normalize(self, x: torch.Tensor):
+        m = self.module
+        batch, channels = x.shape[:2]
+        y, mean, rstd = torch.native_group_norm(x, m.weight, m.bias, batch, channels,
+                                                x[0, 0].numel(), channels, m.eps)
+        return y, mean.unsqueeze(-1), rstd.unsqueeze(-1)

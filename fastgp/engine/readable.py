@@ -33,7 +33,9 @@ READABLE_CLASSES: tuple[type[nn.Module], ...] = (
     nn.Sequential, Residual, nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ReLU, nn.LeakyReLU,
     nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Softplus, nn.ELU, nn.GELU, nn.LayerNorm, nn.GroupNorm,
     nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.MaxPool1d,
+    nn.MaxPool2d, nn.MaxPool3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
 )
 
 #: Classes the reader traces through: their ``forward`` (overridden or not) is what it reads.

@@ -36,6 +36,7 @@ from fastgp.engine.affine import FlattenLinearRule
 from fastgp.engine.base import Rule, UnsupportedLayerError
 from fastgp.engine.graph import GraphRule, LayerNode, Node, NodeRule
 from fastgp.engine.layers import layer_rule, leaky_slope, parameter_index
+from fastgp.engine.linear_maps import PadRule
 from fastgp.engine.readable import READABLE_CLASSES, check_no_global_hooks, check_readable
 from fastgp.engine.tensor_ops import Concatenate, Permute, Reduce, Reshape, Scale, Sum
 
@@ -215,6 +216,17 @@ _REDUCTIONS = {"sum": False, "mean": True, torch.sum: False, torch.mean: True}
 _ADDS = {operator.add: 1.0, operator.sub: -1.0, torch.add: 1.0, torch.sub: -1.0, "add": 1.0,
          "sub": -1.0}
 _SIZE_METHODS = {"size", "dim", "ndimension"}
+_AVG = ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]
+_MAX = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
+# Functional pools as the modules they equal (the module's rule then applies).
+_FUNCTIONAL_POOLS = {
+    F.avg_pool1d: (nn.AvgPool1d, _AVG[:5]), F.avg_pool2d: (nn.AvgPool2d, _AVG),
+    F.avg_pool3d: (nn.AvgPool3d, _AVG), F.max_pool1d: (nn.MaxPool1d, _MAX),
+    F.max_pool2d: (nn.MaxPool2d, _MAX), F.max_pool3d: (nn.MaxPool3d, _MAX),
+    F.adaptive_avg_pool1d: (nn.AdaptiveAvgPool1d, ["output_size"]),
+    F.adaptive_avg_pool2d: (nn.AdaptiveAvgPool2d, ["output_size"]),
+    F.adaptive_avg_pool3d: (nn.AdaptiveAvgPool3d, ["output_size"]),
+}
 _SIZE_ATTRIBUTES = {"shape", "ndim"}
 
 
@@ -489,6 +501,21 @@ class _Reader:
             dims = _dims(_static(node, _argument(node, 1, "dim"), "dims"))
             keepdim = bool(_static(node, _argument(node, 2, "keepdim", False), "keepdim"))
             return Reduce(name, dims, keepdim, _REDUCTIONS[key])
+        pool = _FUNCTIONAL_POOLS.get(key)
+        if pool is not None and len(inputs) == 1:
+            module_class, names = pool
+            options = {names[position - 1]: _static(node, value, names[position - 1])
+                       for position, value in enumerate(node.args) if position > 0}
+            options |= {k: _static(node, v, k) for k, v in node.kwargs.items()}
+            return LayerNode(layer_rule(module_class(**options), name, self.index, None))
+        if key is F.pad and len(inputs) == 1:
+            pad = _static(node, _argument(node, 1, "pad"), "padding")
+            mode = _static(node, _argument(node, 2, "mode", "constant"), "mode")
+            value = _static(node, _argument(node, 3, "value", None), "value")
+            if mode not in ("constant", "reflect", "replicate"):
+                raise UnsupportedLayerError(f"{name}: {mode} padding has no rule (zeros, "
+                                            "constants, reflect and replicate do)")
+            return LayerNode(PadRule(list(pad), mode, 0.0 if value is None else float(value)))
         if key in (torch.cat, torch.concat, torch.concatenate):
             return Concatenate(name, int(_static(node, _argument(node, 1, "dim", 0), "dim")))
         if key in _ADDS:

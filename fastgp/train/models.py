@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fastgp.nn import Residual
@@ -86,6 +88,59 @@ def dcgan_critic(image_size: int = 32, channels: int = 3, width: int = 64) -> nn
         in_channels, out_channels = out_channels, out_channels * 2
     layers += [nn.Flatten(), nn.Linear(in_channels * 4 * 4, 1)]
     return nn.Sequential(*layers)
+
+
+class InstanceNormDCGANCritic(nn.Module):
+    """A DCGAN critic as WGAN-GP code often writes it: its own ``forward``, InstanceNorm2d
+    (affine) instead of BatchNorm, in-place LeakyReLU, and a final 4×4 convolution whose scores
+    come out as ``(B, 1, 1, 1)``. 32×32 inputs, widths ``width``-2·-4·``width``."""
+
+    def __init__(self, channels: int = 3, width: int = 64) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 4, 2, 1, bias=False),
+                                 nn.InstanceNorm2d(cout, affine=True), nn.LeakyReLU(0.2, True))
+
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True))
+        self.body = nn.Sequential(block(width, width * 2), block(width * 2, width * 4))
+        self.head = nn.Conv2d(width * 4, 1, 4, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(x)))
+
+
+class _PreActivationBlock(nn.Module):
+    def __init__(self, width: int, downsample: bool) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x
+        h = self.conv2(self.relu(self.conv1(self.relu(x))))  # in place: the skip reads relu(x)
+        if self.downsample:
+            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
+        return skip + h
+
+
+class SumPoolResNetCritic(nn.Module):
+    """An SNGAN-style ResNet critic written as a subclass: pre-activation blocks with in-place
+    ReLU at their head, average-pool downsampling, and global *sum* pooling before the head."""
+
+    def __init__(self, channels: int = 3, width: int = 64) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.blocks = nn.Sequential(_PreActivationBlock(width, True),
+                                    _PreActivationBlock(width, True),
+                                    _PreActivationBlock(width, False))
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.blocks(self.stem(x)))
+        return self.head(h.sum(dim=(2, 3)))
 
 
 def _conv_mean_pool(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
