@@ -78,6 +78,9 @@ LAYERS = {
     "pools_functional": (lambda: Written(lambda x: F.adaptive_avg_pool2d(
         F.max_pool2d(F.avg_pool2d(x, 2, padding=1), kernel_size=2, stride=1), (2, 1))),
                          (2, 3, 7, 6)),
+    "slices": (lambda: Written(lambda x: torch.cat([x[:, :2], x[:, 1, None]], 1)
+                               + x[..., 1:4, :] - x[:, 0:3, ...].tanh()), (3, 4, 5)),
+    "chunk_and_split": (lambda: Written(_pieces), (3, 6, 2)),
     "pad_functional": (lambda: Written(lambda x: F.pad(F.pad(x, [1, 2, 0, 1], mode="reflect"),
                                                        [1, 1, 2, 0], value=0.5)), (2, 3, 4, 5)),
     # The tensor ops between layers (fastgp.engine.tensor_ops), each inside a small forward.
@@ -109,6 +112,12 @@ class Written(nn.Module):
 
     def forward(self, x):
         return self.function(x)
+
+
+def _pieces(x):
+    a, b = x.chunk(2, dim=1)
+    first, _, third = torch.split(x, [1, 2, 3], dim=1)
+    return torch.cat([torch.tanh(a) * 2 + b, first, third], dim=1)
 
 
 def _in_place_add(x):

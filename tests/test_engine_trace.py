@@ -262,6 +262,15 @@ class ViewOfChangedTensor(nn.Module):
         return self.head(torch.cat([h, v], 1))
 
 
+class StackedPieces(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(torch.cat(x.chunk(2, 1)[::-1], 1))
+
+
 class TwoInputs(nn.Module):
     def __init__(self):
         super().__init__()
@@ -287,6 +296,7 @@ class UnknownLayer(nn.Module):
     (Bilinear(), ["mul", "test_engine_trace.py:", "self.fc(x) * x", "bilinear"]),
     (LearnedScale(), ["parameter or buffer", "self.gain * self.fc(x)"]),
     (TwoInputs(), ["second input 'y'", "cond="]),
+    (StackedPieces(), ["pieces", "one at a time by integer position", "x.chunk(2, 1)[::-1]"]),
     (UnknownLayer(), ["'drop'", "Hardswish"]),
     (ViewOfChangedTensor(), ["relu_", "h.view(h.shape[0], 3)", "h.relu_()", "aliasing"]),
 ])

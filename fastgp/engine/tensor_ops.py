@@ -14,6 +14,8 @@ sum/mean over dims ``D ∌ 0``        sum over ``D`` (× 1/|D| for mean)     bro
 ``x + c``, ``x − c``                identity (the constant has no slope)  identity
 ``x ± y``                           ``t_x ± t_y``                         ``(g, ±g)``
 ``cat(xs, dim ≠ 0)``                concatenate                           split by sizes
+``x[:, idx]`` (batch kept whole)    the same indexing                     zeros, indexed ← g
+chunk/split piece ``k``             narrow along ``dim ≠ 0``              zeros, narrow ← g
 ==================================  ====================================  =====================
 
 The forward runs the op as the critic's code wrote it; the other passes run ``L`` or ``Lᵀ`` on
@@ -213,3 +215,78 @@ class Concatenate(NodeRule):
     def backward(self, saved, g_out, ctx, need_input):
         return [g if need else None for g, need in zip(self._split(saved, g_out), need_input,
                                                         strict=True)]
+
+
+def _keeps_the_batch(index: object, ndim: int) -> bool:
+    """``x[index]`` takes every sample, in order, as its first dimension: basic indexing whose
+    first entry is ``:`` (or an ``...`` that covers the batch dimension)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, torch.Tensor | list | bool) for i in items) or not items:
+        return False
+    first = items[0]
+    if first == slice(None):
+        return True
+    if first is Ellipsis:
+        consumed = sum(1 for i in items[1:] if isinstance(i, int | slice))
+        return consumed < ndim
+    return False
+
+
+class Select(NodeRule):
+    """Basic indexing along non-batch dims (``x[:, :k]``, ``x[..., 0]``, ``x[:, None]``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def forward(self, inputs, call, ctx):
+        x, index = inputs[0], call.args[1]
+        if not _keeps_the_batch(index, x.dim()):
+            raise UnsupportedLayerError(
+                f"{self.name} indexes with {index!r}: the engine reads basic indexing that keeps "
+                "every sample (the first index ':' or '...'), not advanced or batch indexing")
+        return call(), {"index": index, "in": x.shape[1:], "channels_last": _channels_last(x)}
+
+    def _transpose(self, saved, g):
+        out = g.new_zeros(g.shape[0], *saved["in"])
+        out[saved["index"]] = g
+        return [_like_input(out, saved["channels_last"])]
+
+    def adjoint(self, saved, a_out, ctx):
+        return self._transpose(saved, a_out)
+
+    def tangent(self, saved, t_in, ctx):
+        return t_in[0][saved["index"]]
+
+    def backward(self, saved, g_out, ctx, need_input):
+        return self._transpose(saved, g_out) if need_input[0] else [None]
+
+
+class Piece(NodeRule):
+    """Piece ``k`` of ``chunk``/``split``/``tensor_split`` along ``dim ≠ 0``: a narrow."""
+
+    def __init__(self, name: str, dim: int, position: int) -> None:
+        self.name, self.dim, self.position = name, dim, position
+
+    def forward(self, inputs, call, ctx):
+        x, pieces = inputs[0], call.args[0]
+        dim = self.dim % x.dim()
+        if dim == 0:
+            raise UnsupportedLayerError(f"{self.name} splits the batch dimension")
+        offset = sum(piece.shape[dim] for piece in pieces[:self.position])
+        out = call()
+        return out, {"dim": dim, "offset": offset, "size": out.shape[dim], "in": x.shape[1:],
+                     "channels_last": _channels_last(x)}
+
+    def _transpose(self, saved, g):
+        out = g.new_zeros(g.shape[0], *saved["in"])
+        out.narrow(saved["dim"], saved["offset"], saved["size"]).copy_(g)
+        return [_like_input(out, saved["channels_last"])]
+
+    def adjoint(self, saved, a_out, ctx):
+        return self._transpose(saved, a_out)
+
+    def tangent(self, saved, t_in, ctx):
+        return t_in[0].narrow(saved["dim"], saved["offset"], saved["size"])
+
+    def backward(self, saved, g_out, ctx, need_input):
+        return self._transpose(saved, g_out) if need_input[0] else [None]

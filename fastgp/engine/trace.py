@@ -25,6 +25,7 @@ import operator
 import re
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,7 +39,16 @@ from fastgp.engine.graph import GraphRule, LayerNode, Node, NodeRule
 from fastgp.engine.layers import layer_rule, leaky_slope, parameter_index
 from fastgp.engine.linear_maps import PadRule
 from fastgp.engine.readable import READABLE_CLASSES, check_no_global_hooks, check_readable
-from fastgp.engine.tensor_ops import Concatenate, Permute, Reduce, Reshape, Scale, Sum
+from fastgp.engine.tensor_ops import (
+    Concatenate,
+    Permute,
+    Piece,
+    Reduce,
+    Reshape,
+    Scale,
+    Select,
+    Sum,
+)
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _FUSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -216,6 +226,7 @@ _REDUCTIONS = {"sum": False, "mean": True, torch.sum: False, torch.mean: True}
 _ADDS = {operator.add: 1.0, operator.sub: -1.0, torch.add: 1.0, torch.sub: -1.0, "add": 1.0,
          "sub": -1.0}
 _SIZE_METHODS = {"size", "dim", "ndimension"}
+_PIECES = {"chunk", "split", "tensor_split", torch.chunk, torch.split, torch.tensor_split}
 _AVG = ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]
 _MAX = ["kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
 # Functional pools as the modules they equal (the module's rule then applies).
@@ -286,6 +297,18 @@ def _movedim_order(ndim: int, source, destination) -> list[int]:
     return [next(rest) if o is None else o for o in order]
 
 
+@dataclass
+class Call:
+    """One op with its arguments evaluated on this pass's values (rules may read them)."""
+
+    function: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+
+    def __call__(self) -> Any:
+        return self.function(*self.args, **self.kwargs)
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -301,6 +324,7 @@ class _Reader:
         self.value_of: dict[fx.Node, int] = {}  # fx node -> value index (0 = x)
         self.kind: dict[fx.Node, str] = {}  # "tensor" | "meta" | "constant"
         self.skip: set[fx.Node] = set()  # activations fused into the layer before them
+        self.pieces: dict[fx.Node, tuple[fx.Node, int]] = {}  # chunk/split: (source, dim)
 
     def read(self) -> GraphRule:
         inputs_seen = False
@@ -349,16 +373,16 @@ class _Reader:
             kwargs.pop("inplace", None)
             args = args[:position]
 
-        def bind(values: list[Any]) -> Callable[[], Any]:
+        def bind(values: list[Any]) -> Call:
             def resolve(n: fx.Node):
                 return values[value_of[n]]
             real_args = fx.node.map_arg(args, resolve)
             real_kwargs = fx.node.map_arg(kwargs, resolve)
             if node.op == "call_method":
-                return lambda: getattr(real_args[0], target)(*real_args[1:], **real_kwargs)
+                return Call(getattr(real_args[0], target), real_args[1:], real_kwargs)
             if node.op == "call_module":
-                return lambda: module.get_submodule(node.target)(*real_args, **real_kwargs)
-            return lambda: target(*real_args, **real_kwargs)
+                return Call(module.get_submodule(node.target), real_args, real_kwargs)
+            return Call(target, real_args, real_kwargs)
         return bind
 
     def _reads(self, node: fx.Node) -> list[int]:
@@ -370,8 +394,9 @@ class _Reader:
 
     def _add(self, node: fx.Node, rule: NodeRule | None, inputs: list[fx.Node], target: Any,
              meta: bool = False) -> None:
-        self.nodes.append(Node(node.name, rule, [self.value_of[n] for n in inputs],
-                               self._reads(node), self._call(node, target), meta,
+        indices = [self.value_of[n] for n in inputs]
+        reads = sorted(set(self._reads(node)) | set(indices))  # a piece reads its source too
+        self.nodes.append(Node(node.name, rule, indices, reads, self._call(node, target), meta,
                                _describe(node), where(node)))
         self.value_of[node] = len(self.nodes)
         self.kind[node] = "meta" if meta else "tensor"
@@ -385,6 +410,20 @@ class _Reader:
         # The engine may run channels-last batches, where a view of the flat sample can need a
         # copy: reshape gives the same values either way.
         out_of_place = {"view": "reshape", "view_as": "reshape_as"}.get(out_of_place, out_of_place)
+        if key is operator.getitem and isinstance(node.args[0], fx.Node) \
+                and self.kind[node.args[0]] == "pieces":
+            source, dim = self.pieces[node.args[0]]
+            position = _static(node, node.args[1], "piece")
+            if not isinstance(position, int):
+                raise UnsupportedLayerError(f"{_describe(node)} at {where(node)}: pieces are read "
+                                            "one at a time by integer position")
+            self._add(node, Piece(f"{_describe(node)} at {where(node)}", dim, position), [source],
+                      out_of_place)
+            return
+        if "pieces" in kinds:
+            raise UnsupportedLayerError(
+                f"{_describe(node)} at {where(node)} uses the pieces of a chunk/split other than "
+                "one at a time by integer position (a, b = x.chunk(2, 1))")
         if "tensor" not in kinds:
             if "constant" in kinds and node.op != "call_module":
                 raise UnsupportedLayerError(
@@ -399,6 +438,13 @@ class _Reader:
             return
         if self._is_size_query(node):
             self._add(node, None, [], out_of_place, meta=True)
+            return
+        if key in _PIECES and "constant" not in kinds:
+            # A tuple of views; each piece taken from it is read as a narrow of the source.
+            dim = int(_static(node, _argument(node, 2, "dim", 0), "dim"))
+            self._add(node, None, [], out_of_place, meta=True)
+            self.kind[node] = "pieces"
+            self.pieces[node] = (self._tensor_inputs(node)[0], dim)
             return
         if "constant" in kinds and node.op != "call_module":
             raise UnsupportedLayerError(
@@ -493,6 +539,8 @@ class _Reader:
         activation = _activation(node, key)
         if activation is not None and len(inputs) == 1:
             return LayerNode(activation)
+        if key is operator.getitem and len(inputs) == 1:
+            return Select(name)
         if key in _RESHAPES and len(inputs) == 1:
             return Reshape(name)
         if key in _PERMUTES and len(inputs) == 1:
