@@ -25,6 +25,7 @@ from torch import nn
 from fastgp import ops
 from fastgp.engine import FusedCritic, UnsupportedLayerError
 from fastgp.engine.drop_in import engine_for, explicit_penalty
+from fastgp.engine.layers import uses_running_statistics
 from fastgp.ops._checks import accumulation_dtype
 from fastgp.validation import (
     check_batched_float,
@@ -297,12 +298,15 @@ def _check_critic(critic: Critic, allow_batchnorm: bool) -> None:
     if flag("allow_batchnorm", allow_batchnorm) or not isinstance(critic, nn.Module):
         return
     for name, module in critic.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        # In eval mode with running statistics BatchNorm is a fixed per-channel affine map.
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not uses_running_statistics(
+                module):
             raise ValueError(
-                f"the critic contains {type(module).__name__} at '{name or '<root>'}': BatchNorm "
-                "mixes the samples of a batch, so a per-sample gradient penalty is not defined "
-                "for it (WGAN-GP paper, section 4). Use LayerNorm/GroupNorm or no "
-                "normalization, or pass allow_batchnorm=True to penalize it anyway."
+                f"the critic contains {type(module).__name__} at '{name or '<root>'}' in "
+                "training mode: BatchNorm then mixes the samples of a batch, so a per-sample "
+                "gradient penalty is not defined for it (WGAN-GP paper, section 4). Use "
+                "LayerNorm/GroupNorm/InstanceNorm or no normalization, put the critic in eval "
+                "mode, or pass allow_batchnorm=True to penalize it anyway."
             )
 
 

@@ -74,6 +74,9 @@ LAYERS = {
         nn.Conv1d(3, 4, 3, padding=2, padding_mode="replicate"), nn.LeakyReLU(0.2)), (2, 3, 7)),
     "conv3d_reflect": (lambda: nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"),
                        (2, 2, 4, 4, 3)),
+    "batchnorm2d_eval": (lambda: _trained_batch_norm(nn.BatchNorm2d(3)), (2, 3, 4, 5)),
+    "batchnorm1d_eval_no_affine": (lambda: _trained_batch_norm(nn.BatchNorm1d(4, affine=False)),
+                                   (3, 4)),
     "dropout_eval": (lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).eval(), (3, 4)),
     "pools_functional": (lambda: Written(lambda x: F.adaptive_avg_pool2d(
         F.max_pool2d(F.avg_pool2d(x, 2, padding=1), kernel_size=2, stride=1), (2, 1))),
@@ -112,6 +115,19 @@ class Written(nn.Module):
 
     def forward(self, x):
         return self.function(x)
+
+
+def _trained_batch_norm(norm):
+    """A BatchNorm with running statistics of its own and random γ, β, in eval mode."""
+    shape = (8, norm.num_features, 3, 3) if isinstance(norm, nn.BatchNorm2d) else (
+        8, norm.num_features)
+    with torch.no_grad():
+        for _ in range(3):
+            norm(torch.randn(shape) * 2 + 1)
+        if norm.affine:
+            norm.weight.normal_()
+            norm.bias.normal_()
+    return norm.eval()
 
 
 def _pieces(x):

@@ -122,3 +122,25 @@ def test_r1_and_dragan_check_their_inputs():
         fastgp.dragan_penalty(_critic(), bad)
     with pytest.raises(ValueError, match="real and noise must have the same shape"):
         fastgp.dragan_penalty(_critic(), REAL, noise=torch.rand(3, 5))
+
+
+def test_batchnorm_in_eval_mode_is_a_per_sample_map_and_takes_the_fast_path():
+    """Eval-mode BatchNorm with running statistics needs no opt-out: it is a per-channel affine
+    map, and the explicit passes equal autograd's double backward through it."""
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.LeakyReLU(0.2),
+                           nn.Linear(8, 1)).double()
+    with torch.no_grad():
+        critic(torch.randn(16, 4, dtype=torch.float64) * 3)  # running statistics of its own
+    critic.eval()
+    real, fake = REAL.double(), FAKE.double()
+    eps = torch.rand(3, dtype=torch.float64)
+    grads = {}
+    for method in ("explicit", "autograd"):
+        critic.zero_grad(set_to_none=True)
+        fastgp.gradient_penalty(critic, real, fake, eps=eps, method=method).backward()
+        grads[method] = [torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                         for p in critic.parameters()]
+    assert grads["explicit"][2].abs().sum() > 0  # γ of the BatchNorm gets a penalty gradient
+    for explicit, autograd in zip(grads["explicit"], grads["autograd"], strict=True):
+        torch.testing.assert_close(explicit, autograd, rtol=1e-10, atol=1e-12)

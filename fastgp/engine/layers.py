@@ -25,7 +25,12 @@ from fastgp.engine.linear_maps import (
     ReshapeRule,
     Then,
 )
-from fastgp.engine.normalization import GroupNormRule, InstanceNormRule, LayerNormRule
+from fastgp.engine.normalization import (
+    BatchNormEvalRule,
+    GroupNormRule,
+    InstanceNormRule,
+    LayerNormRule,
+)
 from fastgp.engine.pooling import MaxPoolRule
 
 ParameterIndex = Callable[[nn.Parameter | None], int | None]
@@ -37,6 +42,13 @@ _MAX_POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
 _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
+
+
+def uses_running_statistics(module: nn.Module) -> bool:
+    """A BatchNorm that normalizes each sample by its running statistics (eval mode): a fixed
+    per-channel affine map, under which a per-sample penalty is defined."""
+    return (not module.training and module.track_running_stats
+            and module.running_mean is not None and module.running_var is not None)
 
 
 def leaky_slope(module: nn.Module) -> float | None:
@@ -112,11 +124,14 @@ def layer_rule(module: nn.Module, name: str, index: ParameterIndex,
                 "critic.eval() for the penalty, or use fastgp.gradient_penalty(method="
                 "'autograd')")
         return IdentityRule(module)
+    if isinstance(module, _BATCH_NORMS) and uses_running_statistics(module):
+        return BatchNormEvalRule(module, index(module.weight), index(module.bias))
     if isinstance(module, _BATCH_NORMS):
         raise UnsupportedLayerError(
-            f"layer {name!r} ({type(module).__name__}) mixes the samples of a batch, so a "
-            "per-sample gradient penalty is not defined for it (WGAN-GP paper §4); use "
-            "LayerNorm or GroupNorm instead")
+            f"layer {name!r} ({type(module).__name__}) in training mode mixes the samples of "
+            "a batch, so a per-sample gradient penalty is not defined for it (WGAN-GP paper "
+            "§4); use LayerNorm, GroupNorm or InstanceNorm (in eval mode with running "
+            "statistics BatchNorm is a per-channel affine map, which the engine reads)")
     raise UnsupportedLayerError(
         f"FusedCritic has no rule for layer {name!r} ({type(module).__name__}). Supported: "
         "Linear, Conv1d/2d/3d (zeros, reflect or replicate padding), ReLU, LeakyReLU, SiLU, "

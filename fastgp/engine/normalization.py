@@ -148,3 +148,63 @@ class InstanceNormRule(GroupNormRule):
         y, mean, rstd = torch.native_group_norm(x, m.weight, m.bias, batch, channels,
                                                 x[0, 0].numel(), channels, m.eps)
         return y, mean.unsqueeze(-1), rstd.unsqueeze(-1)
+
+
+class BatchNormEvalRule(Rule):
+    """``nn.BatchNorm1d/2d/3d`` in eval mode with running statistics: the per-channel affine map
+    ``y = γ ⊙ x̂ + β``, ``x̂ = (x − μ_run)/σ_run``, ``s = γ/σ_run``::
+
+        adjoint   a_x = s ⊙ a_y
+        tangent   t_y = s ⊙ t_x,   ∂γ += Σ a_y ⊙ t_x / σ_run    (the input gradient scales with γ)
+        backward  g_x = s ⊙ g_y,   ∂γ += Σ g_y ⊙ x̂,  ∂β += Σ g_y
+
+    Linear in ``x``, so no curvature. (In training mode BatchNorm mixes the samples of a batch
+    and a per-sample penalty is not defined: the reader refuses it.)
+    """
+
+    def __init__(self, module: nn.Module, weight_index: int | None, bias_index: int | None):
+        self.module = module
+        self.weight_index, self.bias_index = weight_index, bias_index
+
+    def _per_channel(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return v.view(1, -1, *([1] * (like.dim() - 2)))
+
+    def _scales(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1/σ_run, s)`` shaped to broadcast over ``like``."""
+        m = self.module
+        inverse = self._per_channel(torch.rsqrt(m.running_var + m.eps), like)
+        scale = inverse if m.weight is None else inverse * self._per_channel(m.weight, like)
+        return inverse, scale
+
+    def _dims(self, like: torch.Tensor) -> list[int]:
+        return [d for d in range(like.dim()) if d != 1]
+
+    def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
+        m = self.module
+        y = torch.nn.functional.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias,
+                                           training=False, eps=m.eps)
+        return y, {"x": x}
+
+    def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        saved["a_out"] = a_out
+        return self._scales(a_out)[1] * a_out
+
+    def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        inverse, scale = self._scales(t_in)
+        a_out = saved.pop("a_out")
+        if self.weight_index is not None:
+            ctx.add_grad(self.weight_index, (a_out * t_in * inverse).sum(dim=self._dims(t_in)))
+        return scale * t_in
+
+    def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
+                 need_input: bool) -> torch.Tensor | None:
+        m = self.module
+        dims = self._dims(g_out)
+        inverse, scale = self._scales(g_out)
+        if self.weight_index is not None:
+            x = ctx.backward_part(saved["x"])
+            normalized = (x - self._per_channel(m.running_mean, x)) * inverse
+            ctx.add_grad(self.weight_index, (g_out * normalized).sum(dim=dims))
+        if self.bias_index is not None:
+            ctx.add_grad(self.bias_index, g_out.sum(dim=dims))
+        return scale * g_out if need_input else None

@@ -35,7 +35,8 @@ READABLE_CLASSES: tuple[type[nn.Module], ...] = (
     nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.MaxPool1d,
     nn.MaxPool2d, nn.MaxPool3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.BatchNorm1d, nn.BatchNorm2d,
+    nn.BatchNorm3d,
 )
 
 #: Classes the reader traces through: their ``forward`` (overridden or not) is what it reads.
