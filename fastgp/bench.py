@@ -31,6 +31,7 @@ from fastgp.train.models import (
     SumPoolResNetCritic,
     dcgan_critic,
     resnet32_critic,
+    spectral_norm_dcgan_critic,
     toy_critic,
 )
 
@@ -56,6 +57,8 @@ CRITICS = {
                          "DCGAN critic with InstanceNorm, ending in a 4×4 conv (B, 1, 1, 1)"),
     "resnet32_sum": Critic(SumPoolResNetCritic, (3, 32, 32),
                            "pre-activation ResNet, in-place ReLU heads, global sum pooling"),
+    "dcgan32_sn": Critic(spectral_norm_dcgan_critic, (3, 32, 32),
+                         "DCGAN critic with spectral normalization on every weight"),
 }
 
 
@@ -71,7 +74,7 @@ class Case:
 
 STANDARD_MATRIX = (Case("mlp", 256), Case("mlp", 4096), Case("dcgan32", 64),
                    Case("resnet32", 64), Case("dcgan64", 32), Case("dcgan32_in", 64),
-                   Case("resnet32_sum", 64))
+                   Case("resnet32_sum", 64), Case("dcgan32_sn", 64))
 
 CSV_COLUMNS = [
     "case", "critic", "batch", "path", "median_ms", "min_ms", "max_ms", "repeats",

@@ -21,6 +21,7 @@ from torch import nn
 
 from fastgp.engine.base import StepContext
 from fastgp.engine.readable import structure_signature
+from fastgp.engine.spectral import pull_back, reading_normalized_weights
 from fastgp.engine.trace import read_critic
 from fastgp.ops._registry import op_for, public_backend
 from fastgp.ops.backend import BACKENDS, resolve
@@ -209,16 +210,18 @@ class FusedCritic:
             else:
                 eps = eps.to(real.dtype)
         backend = public_backend(resolve(self.backend, real.device), real.device)
-        grads: list[torch.Tensor | None] = [None] * len(self.parameters)
+        grads = self._gradient_slots()
         weight = float(weight) * self.penalty_every
         results = []
-        with torch.no_grad():
+        normalized = self.rule.positions.normalized
+        with torch.no_grad(), reading_normalized_weights(normalized):
             for start in range(0, batch, chunk):
                 rows = slice(start, min(start + chunk, batch))
                 results.append(self._chunk(
                     real[rows], fake[rows], None if eps is None else eps[rows], penalty, weight,
                     float(center), batch, backend, grads))
-        for parameter, grad in zip(self.parameters, grads, strict=True):
+            pull_back(normalized, self.parameters, grads, self.rule.positions)
+        for parameter, grad in zip(self.parameters, grads[:len(self.parameters)], strict=True):
             parameter.grad = _in_layout_of(parameter, grad) if parameter.requires_grad else None
         wasserstein = sum((r[0] for r in results[1:]), results[0][0])
         total_penalty = sum((r[1] for r in results[1:]), results[0][1])
@@ -239,11 +242,12 @@ class FusedCritic:
         """
         self._refresh()
         backend = public_backend(resolve(self.backend, x.device), x.device)
-        grads: list[torch.Tensor | None] = [None] * len(self.parameters)
+        grads = self._gradient_slots()
         kernels = {"leaky": _kernel("bias_leaky_relu", backend),
                    "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
         rows = x.shape[0]
-        with torch.no_grad():
+        normalized = self.rule.positions.normalized
+        with torch.no_grad(), reading_normalized_weights(normalized):
             x = x.contiguous(memory_format=self._memory_format(x))
             curvature = self.rule.curvature
             ctx = StepContext(None, None, slice(0, rows) if curvature else None,
@@ -254,9 +258,14 @@ class FusedCritic:
                                           backend)
             if curvature:  # the h̄ terms reach the parameters below through a backward
                 self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
+            pull_back(normalized, self.parameters, grads, self.rule.positions)
         return value, norms, [None if grad is None or not parameter.requires_grad
-                              else _in_layout_of(parameter, grad)
-                              for parameter, grad in zip(self.parameters, grads, strict=True)]
+                              else _in_layout_of(parameter, grad) for parameter, grad
+                              in zip(self.parameters, grads[:len(self.parameters)], strict=True)]
+
+    def _gradient_slots(self) -> list[torch.Tensor | None]:
+        """One slot per parameter, then one per spectrally normalized weight of the step."""
+        return [None] * (len(self.parameters) + len(self.rule.positions.normalized))
 
     def _check_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         check_batched_float("real", real)

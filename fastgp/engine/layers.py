@@ -32,6 +32,7 @@ from fastgp.engine.normalization import (
     LayerNormRule,
 )
 from fastgp.engine.pooling import MaxPoolRule
+from fastgp.engine.spectral import ParameterPositions
 
 ParameterIndex = Callable[[nn.Parameter | None], int | None]
 
@@ -59,28 +60,40 @@ def leaky_slope(module: nn.Module) -> float | None:
     return None
 
 
-def parameter_index(index: ParameterIndex, module: nn.Module, name: str) -> ParameterIndex:
+def parameter_index(index: ParameterPositions, module: nn.Module, name: str) -> ParameterIndex:
     """``index`` that names the layer when one of its weights is not a parameter of the critic
     (e.g. a weight recomputed from another parameter by a hook, as weight norm does)."""
     def lookup(parameter: nn.Parameter | None) -> int | None:
         try:
             return index(parameter)
         except KeyError:
-            raise UnsupportedLayerError(
-                f"layer {name!r} ({type(module).__name__}) uses a weight that is not a registered "
-                "parameter of the critic, so the engine cannot say where its gradient belongs; "
-                "use fastgp.gradient_penalty, which works with any critic") from None
+            raise _not_a_parameter(module, name) from None
     return lookup
 
 
-def layer_rule(module: nn.Module, name: str, index: ParameterIndex,
-                slope: float | None) -> Rule:
+def weight_slot(index: ParameterPositions, module: nn.Module, name: str) -> int:
+    """Where ``module.weight``'s gradient goes (an extra slot for a spectrally normalized one)."""
+    try:
+        return index.weight(module)
+    except KeyError:
+        raise _not_a_parameter(module, name) from None
+
+
+def _not_a_parameter(module: nn.Module, name: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"layer {name!r} ({type(module).__name__}) uses a weight that is not a registered "
+        "parameter of the critic, so the engine cannot say where its gradient belongs; "
+        "use fastgp.gradient_penalty, which works with any critic")
+
+
+def layer_rule(module: nn.Module, name: str, positions: ParameterPositions,
+               slope: float | None) -> Rule:
     """The rule of one (non-sequence) module; ``slope`` fuses a following (Leaky)ReLU."""
-    index = parameter_index(index, module, name)
+    index = parameter_index(positions, module, name)
     if isinstance(module, nn.Linear):
-        return LinearRule(module, index(module.weight), index(module.bias), slope)
-    if type(module) in CONVS:
-        weights = (index(module.weight), index(module.bias))
+        return LinearRule(module, weight_slot(positions, module, name), index(module.bias), slope)
+    if isinstance(module, tuple(CONVS)):
+        weights = (weight_slot(positions, module, name), index(module.bias))
         if module.padding_mode == "zeros":
             return ConvRule(module, *weights, slope)
         # torch pads with the mode first, then convolves without padding: so does the engine.

@@ -26,6 +26,7 @@ from torch.nn.modules import module as module_globals
 from torch.nn.utils import parametrize
 
 from fastgp.engine.base import UnsupportedLayerError
+from fastgp.engine.spectral import spectral_normalization
 from fastgp.nn import Residual
 
 #: Layer classes whose ``forward`` the engine's rules reproduce.
@@ -63,12 +64,15 @@ def _weight_hook_kind(hook: object) -> str | None:
 def check_readable(module: nn.Module, name: str) -> None:
     """Raise :class:`UnsupportedLayerError` naming the layer when ``module`` may compute
     something other than what its class's rule says."""
-    if parametrize.is_parametrized(module):
+    if parametrize.is_parametrized(module) and (
+            spectral_normalization(module) is None
+            or not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)):
         names = ", ".join(sorted(module.parametrizations.keys()))
         raise UnsupportedLayerError(
-            f"{_layer(module, name)} has a parametrization of {names} (spectral_norm, "
-            "weight_norm, ...): its weight is recomputed on every call, which the engine does "
-            "not read yet; use fastgp.gradient_penalty, which works with any critic")
+            f"{_layer(module, name)} has a parametrization of {names} other than one "
+            "spectral_norm of a Linear/Conv weight (weight_norm, orthogonal, ...): the engine "
+            "reads torch.nn.utils.parametrizations.spectral_norm only; use "
+            "fastgp.gradient_penalty, which works with any critic")
     for attribute, kind in _HOOK_DICTS.items():
         hooks = getattr(module, attribute, None)
         if not hooks:
@@ -79,7 +83,8 @@ def check_readable(module: nn.Module, name: str) -> None:
                 raise UnsupportedLayerError(
                     f"{_layer(module, name)} uses torch.nn.utils.{reparametrization}: its "
                     "weight is recomputed by a hook on every call, which the engine does not "
-                    "read; use fastgp.gradient_penalty, which works with any critic")
+                    "read (torch.nn.utils.parametrizations.spectral_norm is read); use "
+                    "fastgp.gradient_penalty, which works with any critic")
         raise UnsupportedLayerError(
             f"{_layer(module, name)} has a {kind}: the engine does not call the module, so "
             "the hook would never run; remove the hook or use fastgp.gradient_penalty")

@@ -36,9 +36,10 @@ from fastgp.engine import activations as act
 from fastgp.engine.affine import FlattenLinearRule
 from fastgp.engine.base import Rule, UnsupportedLayerError
 from fastgp.engine.graph import GraphRule, LayerNode, Node, NodeRule
-from fastgp.engine.layers import layer_rule, leaky_slope, parameter_index
+from fastgp.engine.layers import layer_rule, leaky_slope, parameter_index, weight_slot
 from fastgp.engine.linear_maps import PadRule
 from fastgp.engine.readable import READABLE_CLASSES, check_no_global_hooks, check_readable
+from fastgp.engine.spectral import ParameterPositions
 from fastgp.engine.tensor_ops import (
     Concatenate,
     Permute,
@@ -318,8 +319,7 @@ class _Reader:
 
     def __init__(self, module: fx.GraphModule, parameters: list[nn.Parameter]) -> None:
         self.module = module
-        position = {id(p): i for i, p in enumerate(parameters)}
-        self.index = lambda p: None if p is None else position[id(p)]
+        self.index = ParameterPositions(parameters)
         self.nodes: list[Node] = []
         self.value_of: dict[fx.Node, int] = {}  # fx node -> value index (0 = x)
         self.kind: dict[fx.Node, str] = {}  # "tensor" | "meta" | "constant"
@@ -351,7 +351,9 @@ class _Reader:
             raise UnsupportedLayerError(
                 "the critic must return one tensor computed from its input, got "
                 f"{type(output).__name__ if not isinstance(output, fx.Node) else output.name}")
-        return GraphRule(self.nodes, self.value_of[output])
+        graph = GraphRule(self.nodes, self.value_of[output])
+        graph.positions = self.index  # where each gradient goes, spectral-norm slots included
+        return graph
 
     def _kind_of_inputs(self, node: fx.Node) -> set[str]:
         kinds = set()
@@ -494,7 +496,7 @@ class _Reader:
     def _layer_parameters(self, node: fx.Node) -> tuple[int | None, int | None]:
         module = self.module.get_submodule(node.target)
         index = parameter_index(self.index, module, node.target)
-        return index(module.weight), index(module.bias)
+        return weight_slot(self.index, module, node.target), index(module.bias)
 
     def _flattened_into_linear(self, node: fx.Node, module: nn.Module) -> fx.Node | None:
         """The ``nn.Linear`` that alone reads this full ``nn.Flatten``, if so."""

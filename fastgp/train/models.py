@@ -143,6 +143,17 @@ class SumPoolResNetCritic(nn.Module):
         return self.head(h.sum(dim=(2, 3)))
 
 
+def spectral_norm_dcgan_critic(image_size: int = 32, channels: int = 3,
+                               width: int = 64) -> nn.Sequential:
+    """:func:`dcgan_critic` with every weight spectrally normalized
+    (``torch.nn.utils.parametrizations.spectral_norm``), as SNGAN-style critics are."""
+    critic = dcgan_critic(image_size, channels, width)
+    for index, layer in enumerate(critic):
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            critic[index] = torch.nn.utils.parametrizations.spectral_norm(layer)
+    return critic
+
+
 def _conv_mean_pool(in_channels: int, out_channels: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2),
                          nn.AvgPool2d(2))
