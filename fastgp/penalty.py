@@ -114,7 +114,8 @@ def gradient_penalty(
     x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach(), backend=backend)
     engine = _engine(critic, x_hat, conditions, scaler, backend, method)
     if engine is not None:
-        value, norms = explicit_penalty(engine, x_hat, "lp" if one_sided else "gp", weight, center)
+        value, norms = explicit_penalty(engine, x_hat, "lp" if one_sided else "gp", weight, center,
+                                        conditions)
         return (value, norms.detach()) if return_norms else value
     return _penalty_at(critic, x_hat, conditions, weight, center, one_sided, return_norms, scaler,
                        backend)
@@ -149,7 +150,7 @@ def r1_penalty(
     x = x.detach()
     engine = _engine(critic, x, conditions, scaler, backend, method)
     if engine is not None:
-        value, norms = explicit_penalty(engine, x, "r1", gamma, 0.0)
+        value, norms = explicit_penalty(engine, x, "r1", gamma, 0.0, conditions)
         return (value, norms.detach()) if return_norms else value
     return _penalty_at(critic, x, conditions, gamma / 2, 0.0, False, return_norms, scaler,
                        backend)
@@ -214,9 +215,9 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
     # the wrapped module's, which is what the engine reads.
     if isinstance(critic, nn.parallel.DistributedDataParallel | nn.DataParallel):
         critic = critic.module
-    reason, engine = _explicit_blocker(critic, x, conditions, scaler), None
+    reason, engine = _explicit_blocker(critic, x, scaler), None
     if reason is None:
-        engine, reason = engine_for(critic, backend)
+        engine, reason = engine_for(critic, backend, len(conditions))
     if reason is None and engine.parameters and (engine.parameters[0].dtype != x.dtype or
                                                   engine.parameters[0].device != x.device):
         reason, engine = (f"the samples ({x.dtype} on {x.device}) are not in the critic's dtype "
@@ -235,12 +236,10 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
     return None
 
 
-def _explicit_blocker(critic, x, conditions, scaler) -> str | None:
+def _explicit_blocker(critic, x, scaler) -> str | None:
     """Why the explicit passes cannot serve this call whatever the critic's layers."""
     if not isinstance(critic, nn.Module):
         return "the critic is a function, not an nn.Module whose layers the engine can read"
-    if conditions:
-        return "the engine does not take conditional inputs (cond=) yet"
     if scaler is not None:
         return "the engine does not take a GradScaler yet"
     if torch.is_autocast_enabled(x.device.type):

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from critics import FAMILY_IDS, family
 from helpers import FP32_TOL, FP64_TOL, relative_error
 from test_engine_trace import CRITICS as TRACED
@@ -213,3 +214,70 @@ def test_user_ddp_with_the_drop_in_gives_the_single_process_gradients(tmp_path):
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert relative_error(got, single) <= FP64_TOL
+
+
+class LabelMapCritic(nn.Module):
+    """A conditional critic as cGAN code writes it: one-hot label maps concatenated to x."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.classes = classes
+        self.conv = nn.Conv2d(3 + classes, 6, 3, padding=1)
+        self.norm = nn.InstanceNorm2d(6, affine=True)
+        self.head = nn.Linear(6, 1)
+
+    def forward(self, x, labels):
+        maps = F.one_hot(labels, self.classes).to(x.dtype)[:, :, None, None]
+        maps = maps.expand(-1, -1, x.shape[2], x.shape[3])
+        h = F.leaky_relu(self.norm(self.conv(torch.cat([x, maps], 1))), 0.2)
+        return self.head(h.mean(dim=(2, 3)))
+
+
+class SourceImageCritic(nn.Module):
+    """pix2pix-style: the source image is concatenated to the (real or generated) target."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(6, 4, 4, 2, 1)
+        self.out = nn.Conv2d(4, 1, 4)
+
+    def forward(self, target, source):
+        return self.out(F.leaky_relu(self.conv(torch.cat([source, target], dim=1)), 0.2))
+
+
+@pytest.mark.parametrize("critic_class,cond", [
+    (LabelMapCritic, lambda: torch.tensor([0, 2, 1, 2])),
+    (SourceImageCritic, lambda: torch.randn(4, 3, 8, 8, dtype=torch.float64)),
+])
+def test_conditional_critics_take_the_explicit_path_with_cond(critic_class, cond):
+    torch.manual_seed(0)
+    critic = critic_class().double()
+    condition = cond()
+    real, fake = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randn(4, 3, 8, 8,
+                                                                            dtype=torch.float64)
+    eps = torch.rand(4, dtype=torch.float64)
+    grads = {}
+    for method in ("explicit", "autograd"):
+        critic.zero_grad(set_to_none=True)
+        loss = critic(fake, condition).mean() - critic(real, condition).mean()
+        loss = loss + fastgp.gradient_penalty(critic, real, fake, eps=eps, cond=condition,
+                                              method=method)
+        loss.backward()
+        grads[method] = [p.grad.clone() for p in critic.parameters()]
+    assert relative_error(grads["explicit"], grads["autograd"]) <= FP64_TOL
+    with pytest.raises(ValueError, match="cond="):
+        fastgp.FusedCritic(critic, conditions=1).step(real, fake)
+    with pytest.raises(UnsupportedLayerError, match="second input"):
+        fastgp.FusedCritic(critic)
+
+
+def test_a_projection_critic_falls_back_naming_its_embedding():
+    from critics import ConditionalCritic
+
+    critic = ConditionalCritic().double()
+    real, fake = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(UnsupportedLayerError, match="layer 'embed'.*conditional input"):
+        fastgp.gradient_penalty(critic, real, fake, cond=labels, method="explicit")
+    with pytest.warns(UserWarning, match="layer 'embed'"):
+        fastgp.gradient_penalty(critic, real, fake, cond=labels)

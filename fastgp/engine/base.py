@@ -48,6 +48,8 @@ class StepContext:
     grads: list[torch.Tensor | None] = field(default_factory=list)
     #: No backward follows the tangent pass: each layer's saved tensors are freed after it.
     release_after_tangent: bool = False
+    #: The critic's inputs after x for the rows of this pass (constants: no gradient).
+    conditions: tuple[torch.Tensor, ...] = ()
 
     def penalty_part(self, saved: torch.Tensor) -> torch.Tensor:
         return saved if self.penalty_rows is None else saved[self.penalty_rows]

@@ -28,21 +28,24 @@ from fastgp.engine.readable import structure_signature
 _ENGINES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
-def engine_for(critic: nn.Module, backend: str | None) -> tuple[FusedCritic | None, str | None]:
-    """``(engine, None)`` when the engine reads ``critic``, ``(None, reason)`` otherwise."""
+def engine_for(critic: nn.Module, backend: str | None,
+               conditions: int = 0) -> tuple[FusedCritic | None, str | None]:
+    """``(engine, None)`` when the engine reads ``critic`` (with ``conditions`` inputs after
+    x), ``(None, reason)`` otherwise."""
     per_backend = _ENGINES.setdefault(critic, {})
-    cached = per_backend.get(backend)
+    key = (backend, conditions)
+    cached = per_backend.get(key)
     if isinstance(cached, FusedCritic):
         return cached, None
     signature = structure_signature(critic)
     if cached is not None and cached[0] == signature:
         return None, cached[1]  # refused, and unchanged since
     try:
-        engine = FusedCritic(critic, backend=backend)
+        engine = FusedCritic(critic, backend=backend, conditions=conditions)
     except UnsupportedLayerError as error:
-        per_backend[backend] = (signature, str(error))
+        per_backend[key] = (signature, str(error))
         return None, str(error)
-    per_backend[backend] = engine
+    per_backend[key] = engine
     return engine, None
 
 
@@ -63,10 +66,11 @@ class _PenaltyWithGradients(torch.autograd.Function):
 
 
 def explicit_penalty(engine: FusedCritic, x: torch.Tensor, penalty: str, weight: float,
-                     center: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     center: float, conditions: tuple[torch.Tensor, ...] = ()
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P, norms)`` at the points ``x`` with ``P`` differentiable in the critic's parameters
-    (exactly, through precomputed gradients)."""
-    value, norms, grads = engine.penalty_gradients(x, penalty, weight, center)
+    (exactly, through precomputed gradients); ``conditions`` are constants."""
+    value, norms, grads = engine.penalty_gradients(x, penalty, weight, center, conditions)
     trainable = [(p, g) for p, g in zip(engine.parameters, grads, strict=True) if p.requires_grad]
     if not trainable:
         return value, norms

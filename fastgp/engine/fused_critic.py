@@ -115,13 +115,19 @@ class FusedCritic:
             GPU convolution kernels prefer; None picks it for 4-D inputs.
         backend: implementation of the fused ops (``auto``/``triton``/``native``/``torch``);
             None uses :func:`fastgp.get_backend`.
+        conditions: how many conditional inputs (labels, label maps, source images) the
+            critic's ``forward`` takes after ``x``: they are constants of the penalty (no
+            gradient) and are given to :meth:`penalty_gradients`; :meth:`step` runs critics
+            without them.
     """
 
     def __init__(self, critic: nn.Module, *, penalty_every: int = 1,
-                 channels_last: bool | None = None, backend: str | None = None) -> None:
+                 channels_last: bool | None = None, backend: str | None = None,
+                 conditions: int = 0) -> None:
         if not isinstance(critic, nn.Module):
             raise TypeError(f"critic must be an nn.Module, got {type(critic).__name__}")
         self.penalty_every = integer("penalty_every", penalty_every)
+        self.conditions = integer("conditions", conditions, minimum=0)
         self.channels_last = None if channels_last is None else flag("channels_last",
                                                                       channels_last)
         if backend is not None and backend not in BACKENDS:
@@ -139,7 +145,7 @@ class FusedCritic:
     def _read_critic(self) -> None:
         """Read the critic's layers into rules (raises for a critic the engine cannot read)."""
         self.parameters = list(self.critic.parameters())
-        self.rule = read_critic(self.critic, self.parameters)
+        self.rule = read_critic(self.critic, self.parameters, 1 + self.conditions)
         self._signature = structure_signature(self.critic)
 
     def _refresh(self) -> None:
@@ -183,6 +189,10 @@ class FusedCritic:
         optimizer (fused Adam included) reads it as it would read autograd's; a parameter with
         ``requires_grad=False`` gets ``.grad = None``.
         """
+        if self.conditions:
+            raise ValueError("FusedCritic.step runs critics without conditional inputs; the "
+                             "penalty of a conditional critic is fastgp.gradient_penalty(critic, "
+                             "real, fake, cond=...)")
         if not isinstance(penalty, str) or penalty not in PENALTIES:
             raise ValueError(f"unknown penalty {penalty!r}: expected one of {PENALTIES}")
         weight_name = "gamma" if penalty in ("r1", "r2") else "weight"
@@ -230,6 +240,7 @@ class FusedCritic:
 
     def penalty_gradients(
         self, x: torch.Tensor, penalty: str, weight: float, center: float = 1.0,
+        conditions: tuple[torch.Tensor, ...] = (),
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
         """The penalty alone at the points ``x`` (x̂ for GP/LP, the samples for R1/R2) and its
         parameter gradients, without touching any ``.grad``: ``(P, norms, grads)`` with
@@ -238,7 +249,8 @@ class FusedCritic:
 
         This is what :func:`fastgp.gradient_penalty` adds to the user's own W-loss: forward,
         adjoint and tangent over the rows of ``x`` only, plus — for critics with curvature — a
-        backward over them that carries the curvature terms.
+        backward over them that carries the curvature terms. ``conditions`` are the critic's
+        inputs after ``x`` (one row per row of ``x``), constants of the penalty.
         """
         self._refresh()
         backend = public_backend(resolve(self.backend, x.device), x.device)
@@ -251,7 +263,8 @@ class FusedCritic:
             x = x.contiguous(memory_format=self._memory_format(x))
             curvature = self.rule.curvature
             ctx = StepContext(None, None, slice(0, rows) if curvature else None,
-                              release_after_tangent=not curvature, **kernels)
+                              release_after_tangent=not curvature,
+                              conditions=tuple(c.detach() for c in conditions), **kernels)
             scores, saved = self.rule.forward(x, ctx)
             self._check_scores(scores, rows)
             value, norms = self._penalize(saved, scores, ctx, penalty, weight, center, rows,

@@ -92,25 +92,31 @@ class Node:
 class GraphRule(Rule):
     """The passes over a DAG of :class:`Node` whose last node is the critic's output."""
 
-    def __init__(self, nodes: list[Node], output: int | None = None) -> None:
+    def __init__(self, nodes: list[Node], output: int | None = None, inputs: int = 1) -> None:
         self.nodes = nodes
-        self.output = len(nodes) if output is None else output  # the value the critic returns
+        self.inputs = inputs  # x, then the conditions (constants of the pass: no gradient)
+        # Values are indexed x = 0, conditions 1 … inputs−1, then node k (1-based) at k + extra.
+        self.extra = inputs - 1
+        count = len(nodes) + inputs
+        self.output = count - 1 if output is None else output  # the value the critic returns
         self.curvature = any(node.rule is not None and node.rule.curvature for node in nodes)
-        output = self.output
         # The last node (position) reading each value / each tangent, to free them early.
-        self.last_read = [0] * (output + 1)
-        self.last_tangent_read = [0] * (output + 1)
+        self.last_read = [0] * count
+        self.last_tangent_read = [0] * count
         for position, node in enumerate(nodes, start=1):
             for index in node.reads:
                 self.last_read[index] = position
             for index in node.inputs:
                 self.last_tangent_read[index] = position
-        self.last_read[output] = self.last_tangent_read[output] = len(nodes) + 1  # the result
+        self.last_read[self.output] = self.last_tangent_read[self.output] = len(nodes) + 1
         self.tensor_nodes = [(position, node) for position, node in enumerate(nodes, start=1)
                              if not node.meta]
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
-        values: list[Any] = [x]
+        if len(ctx.conditions) != self.extra:
+            raise ValueError(f"the critic takes {self.extra} conditional input(s) after x, got "
+                             f"{len(ctx.conditions)}")
+        values: list[Any] = [x, *ctx.conditions]
         tape: list[Saved | None] = []
         for position, node in enumerate(self.nodes, start=1):
             call = node.call(values)
@@ -137,7 +143,7 @@ class GraphRule(Rule):
         tape = saved["tape"]
         cotangents = {self.output: a_out}
         for position, node in reversed(self.tensor_nodes):
-            a = cotangents.pop(position, None)
+            a = cotangents.pop(position + self.extra, None)
             if a is None:
                 continue  # the value does not reach the output
             for index, a_in in zip(node.inputs, node.rule.adjoint(tape[position - 1], a, ctx),
@@ -150,8 +156,8 @@ class GraphRule(Rule):
         tangents: dict[int, torch.Tensor] = {0: t_in}
         for position, node in self.tensor_nodes:
             rule_saved = tape[position - 1]
-            tangents[position] = node.rule.tangent(rule_saved, [tangents[i] for i in node.inputs],
-                                                   ctx)
+            tangents[position + self.extra] = node.rule.tangent(
+                rule_saved, [tangents[i] for i in node.inputs], ctx)
             if ctx.release_after_tangent:
                 rule_saved.clear()
             for index in node.inputs:
@@ -164,7 +170,7 @@ class GraphRule(Rule):
         tape = saved["tape"]
         cotangents = {self.output: g_out}
         for position, node in reversed(self.tensor_nodes):
-            g = cotangents.pop(position, None)
+            g = cotangents.pop(position + self.extra, None)
             rule_saved = tape[position - 1]
             if g is None:
                 rule_saved.clear()

@@ -149,6 +149,14 @@ class Scale(LinearOp):
         super().__init__(name)
         self.factor = factor
 
+    def record(self, x, out):
+        if out.shape != x.shape:
+            raise UnsupportedLayerError(
+                f"{self.name} broadcasts the input from {tuple(x.shape)} to {tuple(out.shape)} "
+                "(a constant of a larger shape): the engine scales and shifts in place of the "
+                "input's shape only")
+        return {}
+
     def apply(self, saved, t):
         return t if self.factor == 1.0 else t * self.factor
 
@@ -189,28 +197,37 @@ class Sum(NodeRule):
 
 
 class Concatenate(NodeRule):
-    """``torch.cat(xs, dim)`` along a dimension other than the batch."""
+    """``torch.cat(xs, dim)`` along a dimension other than the batch. Parts off the input's path
+    (conditions, e.g. one-hot label maps) are constants: zero tangent, no cotangent."""
 
-    def __init__(self, name: str, dim: int) -> None:
-        self.name, self.dim = name, dim
+    def __init__(self, name: str, dim: int, on_path: list[bool]) -> None:
+        self.name, self.dim, self.on_path = name, dim, on_path
 
     def forward(self, inputs, call, ctx):
+        parts = call.args[0]
         out = call()
         dim = self.dim % out.dim()
         if dim == 0:
             raise UnsupportedLayerError(f"{self.name} concatenates along the batch dimension")
-        return out, {"dim": dim, "sizes": [x.shape[dim] for x in inputs],
+        return out, {"dim": dim, "sizes": [part.shape[dim] for part in parts],
+                     "shapes": [part.shape[1:] for part in parts],
                      "channels_last": [_channels_last(x) for x in inputs]}
 
     def _split(self, saved, g):
-        return [_like_input(part, cl) for part, cl in zip(
-            torch.split(g, saved["sizes"], dim=saved["dim"]), saved["channels_last"], strict=True)]
+        pieces = [piece for piece, on in zip(torch.split(g, saved["sizes"], dim=saved["dim"]),
+                                             self.on_path, strict=True) if on]
+        return [_like_input(piece, cl)
+                for piece, cl in zip(pieces, saved["channels_last"], strict=True)]
 
     def adjoint(self, saved, a_out, ctx):
         return self._split(saved, a_out)
 
     def tangent(self, saved, t_in, ctx):
-        return torch.cat(t_in, dim=saved["dim"])
+        tangents = iter(t_in)
+        rows = t_in[0].shape[0]
+        parts = [next(tangents) if on else t_in[0].new_zeros(rows, *shape)
+                 for on, shape in zip(self.on_path, saved["shapes"], strict=True)]
+        return torch.cat(parts, dim=saved["dim"])
 
     def backward(self, saved, g_out, ctx, need_input):
         return [g if need else None for g, need in zip(self._split(saved, g_out), need_input,

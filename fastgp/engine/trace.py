@@ -239,7 +239,7 @@ _FUNCTIONAL_POOLS = {
     F.adaptive_avg_pool2d: (nn.AdaptiveAvgPool2d, ["output_size"]),
     F.adaptive_avg_pool3d: (nn.AdaptiveAvgPool3d, ["output_size"]),
 }
-_SIZE_ATTRIBUTES = {"shape", "ndim"}
+_SIZE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}  # metadata, not values
 
 
 def _activation(node: fx.Node, key: Any) -> Rule | None:
@@ -317,8 +317,10 @@ def _number(value: Any) -> bool:
 class _Reader:
     """Turns a functionalized fx graph into :class:`Node` s over rules."""
 
-    def __init__(self, module: fx.GraphModule, parameters: list[nn.Parameter]) -> None:
+    def __init__(self, module: fx.GraphModule, parameters: list[nn.Parameter],
+                 inputs: int = 1) -> None:
         self.module = module
+        self.inputs = inputs
         self.index = ParameterPositions(parameters)
         self.nodes: list[Node] = []
         self.value_of: dict[fx.Node, int] = {}  # fx node -> value index (0 = x)
@@ -327,20 +329,22 @@ class _Reader:
         self.pieces: dict[fx.Node, tuple[fx.Node, int]] = {}  # chunk/split: (source, dim)
 
     def read(self) -> GraphRule:
-        inputs_seen = False
         output = None
+        placeholders = [node for node in self.module.graph.nodes if node.op == "placeholder"]
+        for position, node in enumerate(placeholders):
+            # x, then up to inputs−1 conditions: constants of each pass (Python values of
+            # shape queries and conditions are both "meta": computed in the forward only).
+            self.kind[node] = "tensor" if position == 0 else "meta"
+            if position < self.inputs:
+                self.value_of[node] = position
+            elif node.users:
+                raise UnsupportedLayerError(
+                    f"the critic's forward takes a second input {node.target!r}: FusedCritic "
+                    "steps critics of one input; for conditional critics use "
+                    "fastgp.gradient_penalty(critic, real, fake, cond=...)")
         for node in self.module.graph.nodes:
-            if node in self.skip:
+            if node in self.skip or node.op == "placeholder":
                 continue
-            if node.op == "placeholder":
-                if not inputs_seen:
-                    inputs_seen = True
-                    self.value_of[node], self.kind[node] = 0, "tensor"
-                elif node.users:
-                    raise UnsupportedLayerError(
-                        f"the critic's forward takes a second input {node.target!r}: the engine "
-                        "steps critics of one input; for conditional critics use "
-                        "fastgp.gradient_penalty(critic, real, fake, cond=...)")
             elif node.op == "get_attr":
                 self.kind[node] = "constant"
             elif node.op == "output":
@@ -351,7 +355,7 @@ class _Reader:
             raise UnsupportedLayerError(
                 "the critic must return one tensor computed from its input, got "
                 f"{type(output).__name__ if not isinstance(output, fx.Node) else output.name}")
-        graph = GraphRule(self.nodes, self.value_of[output])
+        graph = GraphRule(self.nodes, self.value_of[output], self.inputs)
         graph.positions = self.index  # where each gradient goes, spectral-norm slots included
         return graph
 
@@ -400,7 +404,7 @@ class _Reader:
         reads = sorted(set(self._reads(node)) | set(indices))  # a piece reads its source too
         self.nodes.append(Node(node.name, rule, indices, reads, self._call(node, target), meta,
                                _describe(node), where(node)))
-        self.value_of[node] = len(self.nodes)
+        self.value_of[node] = len(self.nodes) + self.inputs - 1
         self.kind[node] = "meta" if meta else "tensor"
 
     def _read_call(self, node: fx.Node) -> None:
@@ -432,10 +436,14 @@ class _Reader:
                     f"{_describe(node)} at {where(node)} computes with a parameter or buffer "
                     "outside a layer; the engine reads parameters only inside the layers it "
                     "has rules for")
-            if node.op == "call_module" or _creates_tensor(node):
+            if node.op == "call_module":
                 raise UnsupportedLayerError(
-                    f"{_describe(node)} at {where(node)} does not depend on the critic's input "
-                    "(a constant tensor); the engine has no rule for it")
+                    f"{_describe(node)} at {where(node)} is applied to a conditional input or a "
+                    "constant, not to the input's path: its parameters would need gradients "
+                    "the engine does not compute (an embedding of labels, as in projection "
+                    "critics, has no rule yet)")
+            # Shapes, conditions and constants made from them (one-hot label maps): values of
+            # the forward, constants of the passes.
             self._add(node, None, [], out_of_place, meta=True)
             return
         if self._is_size_query(node):
@@ -567,7 +575,10 @@ class _Reader:
                                             "constants, reflect and replicate do)")
             return LayerNode(PadRule(list(pad), mode, 0.0 if value is None else float(value)))
         if key in (torch.cat, torch.concat, torch.concatenate):
-            return Concatenate(name, int(_static(node, _argument(node, 1, "dim", 0), "dim")))
+            parts = _argument(node, 0, "tensors")
+            on_path = [isinstance(part, fx.Node) and self.kind[part] == "tensor" for part in parts]
+            return Concatenate(name, int(_static(node, _argument(node, 1, "dim", 0), "dim")),
+                               on_path)
         if key in _ADDS:
             return self._sum_rule(node, key, inputs, name)
         if key in (operator.mul, torch.mul, "mul", operator.truediv, torch.div, "div",
@@ -593,9 +604,10 @@ class _Reader:
                 return Scale(name, 1.0 + sign * alpha)  # x + x
             return Sum(name, [1.0, sign * alpha])
         constant = operands[1] if tensors[0] else operands[0]
-        if not _number(constant):
+        constant_tensor = isinstance(constant, fx.Node) and self.kind[constant] == "meta"
+        if not _number(constant) and not constant_tensor:
             raise UnsupportedLayerError(f"{name} adds a {type(constant).__name__}: the engine "
-                                        "adds tensors of the input's path or numbers")
+                                        "adds tensors of the input's path, conditions or numbers")
         # x ± c: slope 1; c − x: slope −1.
         return Scale(name, 1.0 if tensors[0] else sign * alpha)
 
@@ -622,26 +634,18 @@ class _Reader:
         return Scale(name, float(constant))
 
 
-_CREATORS = {torch.zeros, torch.ones, torch.randn, torch.rand, torch.empty, torch.full,
-             torch.tensor, torch.arange, torch.zeros_like, torch.ones_like}
-
-
-def _creates_tensor(node: fx.Node) -> bool:
-    return node.op == "call_function" and node.target in _CREATORS
-
-
-def read_critic(critic: nn.Module, parameters: list[nn.Parameter]) -> GraphRule:
+def read_critic(critic: nn.Module, parameters: list[nn.Parameter], inputs: int = 1) -> GraphRule:
     """The engine's view of ``critic``: its traced ``forward`` as a graph of rules referring to
-    ``parameters`` by position. Raises :class:`UnsupportedLayerError` naming what it cannot
-    read, and where."""
+    ``parameters`` by position; ``inputs`` counts x and the conditions after it. Raises
+    :class:`UnsupportedLayerError` naming what it cannot read, and where."""
     module = trace(critic)
     functionalize(module)
-    return _Reader(module, parameters).read()
+    return _Reader(module, parameters, inputs).read()
 
 
 
 
-def read_as_far_as_possible(critic: nn.Module, parameters: list[nn.Parameter]
+def read_as_far_as_possible(critic: nn.Module, parameters: list[nn.Parameter], inputs: int = 1
                             ) -> tuple[list[Node], GraphRule | None, str | None]:
     """``(nodes read, graph, None)``, or ``(nodes read before the blocker, None, reason)``:
     what :func:`fastgp.explain` shows."""
@@ -649,7 +653,7 @@ def read_as_far_as_possible(critic: nn.Module, parameters: list[nn.Parameter]
     try:
         module = trace(critic)
         functionalize(module)
-        reader = _Reader(module, parameters)
+        reader = _Reader(module, parameters, inputs)
         graph = reader.read()
     except UnsupportedLayerError as error:
         return (reader.nodes if reader is not None else []), None, str(error)
