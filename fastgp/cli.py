@@ -355,8 +355,31 @@ def _check_shape_fits(critic: torch.nn.Module, name: str, shape: tuple[int, ...]
         critic.train(training)
 
 
-def _run_profile(args: argparse.Namespace) -> int:
+def _critic_and_shape(args: argparse.Namespace, device: torch.device,
+                      shape_required: bool = True) -> tuple[torch.nn.Module, tuple[int, ...] | None]:
+    """The critic of ``--critic`` (built-in or package.module:factory, seeded) on ``device``,
+    and its sample shape (``--shape``, or the built-in's), checked by one forward."""
     from fastgp.bench import CRITICS
+
+    if args.critic in CRITICS:
+        build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
+    else:
+        build, shape = load_critic_factory(args.critic), None
+    if args.shape:
+        shape = _parse_shape(args.shape)
+    if shape is None and shape_required:
+        raise ValueError("--shape is required with a package.module:factory critic")
+    torch.manual_seed(0)
+    critic = build()
+    if not isinstance(critic, torch.nn.Module):
+        raise ValueError(f"the critic factory must return an nn.Module, got {type(critic).__name__}")
+    critic = critic.to(device)
+    if shape is not None:
+        _check_shape_fits(critic, args.critic, shape, device)
+    return critic, shape
+
+
+def _run_profile(args: argparse.Namespace) -> int:
     from fastgp.profile import profile_gp
 
     integer("--batch", args.batch, minimum=1)
@@ -364,21 +387,8 @@ def _run_profile(args: argparse.Namespace) -> int:
     integer("--warmup", args.warmup, minimum=0)
     real_number("--weight", args.weight, minimum=0.0)
     check_device(args.device)
-    if args.critic in CRITICS:
-        build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
-    else:
-        build, shape = load_critic_factory(args.critic), None
-    if args.shape:
-        shape = _parse_shape(args.shape)
-    if shape is None:
-        raise ValueError("--shape is required with a package.module:factory critic")
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    critic = build()
-    if not isinstance(critic, torch.nn.Module):
-        raise ValueError(f"the critic factory must return an nn.Module, got {type(critic).__name__}")
-    critic = critic.to(device)
-    _check_shape_fits(critic, args.critic, shape, device)
+    critic, shape = _critic_and_shape(args, device)
     real = torch.randn(args.batch, *shape, device=device)
     fake = torch.randn(args.batch, *shape, device=device)
     result = profile_gp(critic, real, fake, path=args.path, weight=args.weight,
@@ -434,27 +444,11 @@ def _explain_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from fastgp.bench import CRITICS
     from fastgp.engine.explain import explain
 
     integer("--batch", args.batch, minimum=1)
-    if args.critic in CRITICS:
-        build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
-    else:
-        build, shape = load_critic_factory(args.critic), None
-    if args.shape:
-        shape = _parse_shape(args.shape)
-    if shape is None and not args.no_flops:
-        raise ValueError("--shape is required with a package.module:factory critic "
-                         "(or --no-flops)")
-    torch.manual_seed(0)
-    critic = build()
-    if not isinstance(critic, torch.nn.Module):
-        raise ValueError(f"the critic factory must return an nn.Module, got {type(critic).__name__}")
-    example = None
-    if not args.no_flops:
-        _check_shape_fits(critic, args.critic, shape, torch.device("cpu"))
-        example = torch.randn(args.batch, *shape)
+    critic, shape = _critic_and_shape(args, torch.device("cpu"), shape_required=not args.no_flops)
+    example = None if args.no_flops else torch.randn(args.batch, *shape)
     print(explain(critic, example))
     return 0
 

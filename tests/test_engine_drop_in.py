@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from critics import FAMILY_IDS, family
 from helpers import FP32_TOL, FP64_TOL, relative_error
 from test_engine_trace import CRITICS as TRACED
+from test_engine_trace import _case
 from torch import nn
 
 import fastgp
@@ -33,14 +34,8 @@ def _user_step(critic, real, fake, eps, method, penalty="gp"):
                             for p in critic.parameters()]
 
 
-def _traced(name, dtype=torch.float64, batch=5):
-    build, shape = TRACED[name]
-    torch.manual_seed(0)
-    critic = build().to(dtype)
-    generator = torch.Generator().manual_seed(1)
-    real = torch.randn((batch, *shape), generator=generator, dtype=dtype)
-    fake = torch.randn((batch, *shape), generator=generator, dtype=dtype)
-    return critic, real, fake, torch.rand(batch, generator=generator, dtype=dtype)
+def _traced(name, dtype=torch.float64):
+    return _case(name, dtype)
 
 
 @pytest.mark.parametrize("name", list(TRACED))
