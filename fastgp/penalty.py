@@ -113,10 +113,10 @@ def gradient_penalty(
 
     x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach(), backend=backend)
     engine = _engine(critic, x_hat, conditions, scaler, backend, method)
-    if engine is not None:
-        value, norms = explicit_penalty(engine, x_hat, "lp" if one_sided else "gp", weight, center,
-                                        conditions)
-        return (value, norms.detach()) if return_norms else value
+    explicit = _explicit(critic, engine, method, x_hat, "lp" if one_sided else "gp", weight,
+                         center, conditions)
+    if explicit is not None:
+        return (explicit[0], explicit[1].detach()) if return_norms else explicit[0]
     return _penalty_at(critic, x_hat, conditions, weight, center, one_sided, return_norms, scaler,
                        backend)
 
@@ -149,9 +149,9 @@ def r1_penalty(
         check_finite("x", x)
     x = x.detach()
     engine = _engine(critic, x, conditions, scaler, backend, method)
-    if engine is not None:
-        value, norms = explicit_penalty(engine, x, "r1", gamma, 0.0, conditions)
-        return (value, norms.detach()) if return_norms else value
+    explicit = _explicit(critic, engine, method, x, "r1", gamma, 0.0, conditions)
+    if explicit is not None:
+        return (explicit[0], explicit[1].detach()) if return_norms else explicit[0]
     return _penalty_at(critic, x, conditions, gamma / 2, 0.0, False, return_norms, scaler,
                        backend)
 
@@ -227,13 +227,34 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
         return engine
     if method == "explicit":
         raise UnsupportedLayerError(f"method='explicit' is not possible: {reason}")
+    _warn_once(critic, reason)
+    return None
+
+
+def _explicit(critic, engine, method, x, penalty, weight, center, conditions):
+    """``(P, norms)`` by the explicit passes, or None for autograd: an op the reader accepted
+    but that refuses these tensors when it runs (``x - x.mean(0)`` mixes the batch) makes
+    ``auto`` fall back with a warning, and ``explicit`` raise."""
+    if engine is None:
+        return None
+    try:
+        return explicit_penalty(engine, x, penalty, weight, center, conditions)
+    except UnsupportedLayerError as error:
+        if method == "explicit":
+            raise
+        _warn_once(critic, str(error))
+        return None
+
+
+def _warn_once(critic: Critic, reason: str) -> None:
+    if isinstance(critic, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        critic = critic.module
     warned = _WARNED.setdefault(critic, set()) if isinstance(critic, nn.Module) else set()
     if reason not in warned:
         warned.add(reason)
         warnings.warn(f"fastgp: the penalty of {type(critic).__name__} takes autograd's double "
                       f"backward (slower), because {reason}. method='autograd' silences this.",
-                      stacklevel=3)
-    return None
+                      stacklevel=4)
 
 
 def _explicit_blocker(critic, x, scaler) -> str | None:

@@ -276,3 +276,26 @@ def test_a_projection_critic_falls_back_naming_its_embedding():
         fastgp.gradient_penalty(critic, real, fake, cond=labels, method="explicit")
     with pytest.warns(UserWarning, match="layer 'embed'"):
         fastgp.gradient_penalty(critic, real, fake, cond=labels)
+
+
+class BatchMean(nn.Module):
+    """Readable op by op, but ``x.mean(0)`` mixes the batch: refused only when it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.fc(x - x.mean(0, keepdim=True))
+
+
+def test_an_op_refused_when_it_runs_falls_back_under_auto():
+    critic = BatchMean().double()
+    real, fake = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    eps = torch.rand(4, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="mixes or drops the batch dimension"):
+        auto = fastgp.gradient_penalty(critic, real, fake, eps=eps)
+    assert torch.equal(auto, fastgp.gradient_penalty(critic, real, fake, eps=eps,
+                                                     method="autograd"))
+    with pytest.raises(UnsupportedLayerError, match="mixes or drops the batch dimension"):
+        fastgp.gradient_penalty(critic, real, fake, eps=eps, method="explicit")
