@@ -56,8 +56,15 @@ class LinearMap(Rule):
 
 
 def _input_like(grad: torch.Tensor, saved: Saved) -> torch.Tensor:
-    """A zero-stride stand-in with the input's sizes: the pooling backward reads only sizes."""
-    return grad.new_empty(()).expand(grad.shape[0], *saved["shape"])
+    """A stand-in with the input's sizes (the pooling and padding backwards read only sizes and
+    memory format): zero strides, or for a channels-last input an uninitialized channels-last
+    tensor, so that the backward writes channels-last directly instead of writing contiguous
+    and being copied (on the sum-pooled ResNet critic the copies were 16% of a step)."""
+    shape = (grad.shape[0], *saved["shape"])
+    if saved.get("channels_last"):
+        return torch.empty(shape, dtype=grad.dtype, device=grad.device,
+                           memory_format=torch.channels_last)
+    return grad.new_empty(()).expand(shape)
 
 
 class IdentityRule(LinearMap):
