@@ -263,8 +263,16 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _profile_parser(subparsers: argparse._SubParsersAction) -> None:
+def _critic_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--critic`` and ``--shape``, as profile and explain read them (:func:`_critic_and_shape`)."""
     from fastgp.bench import CRITICS
+
+    parser.add_argument("--critic", default="dcgan32",
+                        help=f"one of {sorted(CRITICS)} or package.module:factory")
+    parser.add_argument("--shape", help="sample shape without the batch, e.g. 3,32,32")
+
+
+def _profile_parser(subparsers: argparse._SubParsersAction) -> None:
     from fastgp.profile import PATHS
 
     parser = subparsers.add_parser(
@@ -275,9 +283,7 @@ def _profile_parser(subparsers: argparse._SubParsersAction) -> None:
                     "returning the critic; give --shape then).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--critic", default="dcgan32",
-                        help=f"one of {sorted(CRITICS)} or package.module:factory")
-    parser.add_argument("--shape", help="sample shape without the batch, e.g. 3,32,32")
+    _critic_arguments(parser)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--path", choices=PATHS, default="reference")
     parser.add_argument("--weight", type=float, default=10.0, help="λ")
@@ -425,7 +431,6 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _explain_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fastgp.bench import CRITICS
 
     parser = subparsers.add_parser(
         "explain", help="how the engine reads a critic, and what blocks it",
@@ -436,9 +441,7 @@ def _explain_parser(subparsers: argparse._SubParsersAction) -> None:
                     "package.module:factory (a callable returning the critic; give --shape then).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--critic", default="dcgan32",
-                        help=f"one of {sorted(CRITICS)} or package.module:factory")
-    parser.add_argument("--shape", help="sample shape without the batch, e.g. 3,32,32")
+    _critic_arguments(parser)
     parser.add_argument("--batch", type=int, default=4, help="example batch for the FLOP count")
     parser.add_argument("--no-flops", action="store_true", help="only read the critic")
 

@@ -211,10 +211,7 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "autograd":
         return None
-    # A data-parallel wrapper holds the critic; its parameters (and DDP's hooks on them) are
-    # the wrapped module's, which is what the engine reads.
-    if isinstance(critic, nn.parallel.DistributedDataParallel | nn.DataParallel):
-        critic = critic.module
+    critic = _unwrapped(critic)
     reason, engine = _explicit_blocker(critic, x, scaler), None
     if reason is None:
         engine, reason = engine_for(critic, backend, len(conditions))
@@ -246,9 +243,16 @@ def _explicit(critic, engine, method, x, penalty, weight, center, conditions):
         return None
 
 
-def _warn_once(critic: Critic, reason: str) -> None:
+def _unwrapped(critic: Critic) -> Critic:
+    """A data-parallel wrapper holds the critic; its parameters (and DDP's hooks on them) are
+    the wrapped module's, which is what the engine reads."""
     if isinstance(critic, nn.parallel.DistributedDataParallel | nn.DataParallel):
-        critic = critic.module
+        return critic.module
+    return critic
+
+
+def _warn_once(critic: Critic, reason: str) -> None:
+    critic = _unwrapped(critic)
     warned = _WARNED.setdefault(critic, set()) if isinstance(critic, nn.Module) else set()
     if reason not in warned:
         warned.add(reason)

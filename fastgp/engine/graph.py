@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from fastgp.engine.base import Rule, Saved, StepContext
+from fastgp.engine.spectral import ParameterPositions
 
 
 class NodeRule:
@@ -92,9 +93,12 @@ class Node:
 class GraphRule(Rule):
     """The passes over a DAG of :class:`Node` whose last node is the critic's output."""
 
-    def __init__(self, nodes: list[Node], output: int | None = None, inputs: int = 1) -> None:
+    def __init__(self, nodes: list[Node], output: int | None = None, inputs: int = 1,
+                 positions: ParameterPositions | None = None) -> None:
         self.nodes = nodes
         self.inputs = inputs  # x, then the conditions (constants of the pass: no gradient)
+        #: Where each gradient goes: the parameters, then the spectral-norm weights' slots.
+        self.positions = positions if positions is not None else ParameterPositions([])
         # Values are indexed x = 0, conditions 1 … inputs−1, then node k (1-based) at k + extra.
         self.extra = inputs - 1
         count = len(nodes) + inputs
