@@ -74,9 +74,10 @@ def gradient_penalty(
         cond: a tensor or tuple of tensors (one row per sample) passed to the critic unchanged
             after ``x̂``; the gradient is taken with respect to ``x̂`` only.
         return_norms: also return the per-sample gradient norms ``(B,)`` (detached).
-        scaler: an fp16 ``GradScaler``. The input gradient is taken of the *scaled* output and
-            unscaled before the norm, as in PyTorch's AMP recipe, so small gradients do not
-            underflow. Norms and penalty are computed in fp32 outside autocast.
+        scaler: an fp16 ``GradScaler``. On autograd's path the input gradient is taken of the
+            *scaled* output and unscaled before the norm, as in PyTorch's AMP recipe, so small
+            gradients do not underflow; the explicit passes form no fp16 gradient and need no
+            scaling. Norms and penalty are computed in fp32 outside autocast.
         allow_batchnorm: BatchNorm mixes samples, so a per-sample penalty is not what the
             WGAN-GP paper defines (§4); critics with BatchNorm are refused unless this is True.
         check_inputs: check ``real``, ``fake`` and ``eps`` for NaN/Inf and ε ∉ [0, 1] (one device
@@ -84,10 +85,11 @@ def gradient_penalty(
         backend: implementation of the interpolation and norm/penalty ops: ``auto``,
             ``triton``, ``native`` or ``torch``; None uses :func:`fastgp.get_backend`.
         method: ``"auto"`` (default) takes the engine's explicit passes when it can read the
-            critic (an ``nn.Module`` of known layers, see :class:`fastgp.FusedCritic`; no
-            ``cond``, ``scaler`` or autocast) and autograd's double backward otherwise, with
-            one warning per critic naming the reason; ``"explicit"`` raises instead of falling
-            back; ``"autograd"`` always differentiates twice with autograd. Both give the same
+            critic (an ``nn.Module`` whose forward the engine reads, see
+            :func:`fastgp.explain`; not under autocast) and autograd's double backward
+            otherwise, with one warning per critic naming the reason; ``"explicit"`` raises
+            instead of falling back (under autocast it runs the passes in the critic's dtype,
+            fp32); ``"autograd"`` always differentiates twice with autograd. Both give the same
             penalty and parameter gradients up to rounding.
 
     Returns:
@@ -112,7 +114,7 @@ def gradient_penalty(
         check_eps(eps, batch, real.device, check_values=check_inputs)
 
     x_hat = ops.interpolate(real.detach(), fake.detach(), eps.detach(), backend=backend)
-    engine = _engine(critic, x_hat, conditions, scaler, backend, method)
+    engine = _engine(critic, x_hat, conditions, backend, method)
     explicit = _explicit(critic, engine, method, x_hat, "lp" if one_sided else "gp", weight,
                          center, conditions)
     if explicit is not None:
@@ -148,7 +150,7 @@ def r1_penalty(
     if check_inputs:
         check_finite("x", x)
     x = x.detach()
-    engine = _engine(critic, x, conditions, scaler, backend, method)
+    engine = _engine(critic, x, conditions, backend, method)
     explicit = _explicit(critic, engine, method, x, "r1", gamma, 0.0, conditions)
     if explicit is not None:
         return (explicit[0], explicit[1].detach()) if return_norms else explicit[0]
@@ -203,8 +205,7 @@ _WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # critic -> re
 
 
 def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...],
-            scaler: torch.amp.GradScaler | None, backend: str | None,
-            method: str) -> FusedCritic | None:
+            backend: str | None, method: str) -> FusedCritic | None:
     """The engine for the explicit passes, or None for autograd's double backward (``auto``
     warns once per critic and reason; ``explicit`` raises)."""
     if not isinstance(method, str) or method not in METHODS:
@@ -212,7 +213,7 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
     if method == "autograd":
         return None
     critic = _unwrapped(critic)
-    reason, engine = _explicit_blocker(critic, x, scaler), None
+    reason, engine = _explicit_blocker(critic, x, method), None
     if reason is None:
         engine, reason = engine_for(critic, backend, len(conditions))
     if reason is None and engine.parameters and (engine.parameters[0].dtype != x.dtype or
@@ -261,14 +262,19 @@ def _warn_once(critic: Critic, reason: str) -> None:
                       stacklevel=4)
 
 
-def _explicit_blocker(critic, x, scaler) -> str | None:
-    """Why the explicit passes cannot serve this call whatever the critic's layers."""
+def _explicit_blocker(critic, x, method) -> str | None:
+    """Why the explicit passes cannot serve this call whatever the critic's layers.
+
+    Under autocast the engine runs its passes in the critic's own dtype (fp32): exact, but
+    without the bf16/fp16 matmul rates that autograd's double backward gets under autocast, so
+    ``auto`` keeps autograd there and ``explicit`` takes the fp32 passes. A ``GradScaler``
+    needs nothing from the explicit passes: no fp16 input gradient can underflow in them, and
+    the scale reaches the parameter gradients through the backward of the user's scaled loss."""
     if not isinstance(critic, nn.Module):
         return "the critic is a function, not an nn.Module whose layers the engine can read"
-    if scaler is not None:
-        return "the engine does not take a GradScaler yet"
-    if torch.is_autocast_enabled(x.device.type):
-        return "the engine does not run under autocast yet"
+    if method == "auto" and torch.is_autocast_enabled(x.device.type):
+        return ("under autocast the engine would run its passes in fp32 (exact, but without "
+                "the autocast dtype's matmul speed); method='explicit' takes them")
     return None
 
 

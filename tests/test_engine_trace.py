@@ -124,6 +124,27 @@ class Doubling(nn.Sequential):
         return 2 * super().forward(x)
 
 
+class LearnedGains(nn.Module):
+    """Parameters read outside a layer: a SAGAN-style gain on a residual branch (zero at
+    init in SAGAN; not here, so that it matters), a learned offset before a smooth activation
+    and a per-channel scale broadcast over the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.branch = nn.Linear(6, 6)
+        self.gamma = nn.Parameter(torch.tensor(0.3))
+        self.offset = nn.Parameter(torch.randn(6))
+        self.scale = nn.Parameter(torch.rand(1, 6) + 0.5)
+        self.head = nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.fc(x), 0.2)
+        h = h + self.gamma * F.leaky_relu(self.branch(h), 0.2)
+        h = torch.tanh(h * self.scale - self.offset)
+        return self.head(h * h.shape[1] ** -0.5)  # a factor computed from a shape
+
+
 CRITICS = {
     "dcgan_b111": (DCGANStyle, (3, 16, 16)),
     "view_head": (ViewHead, (3, 8, 8)),
@@ -136,6 +157,7 @@ CRITICS = {
     "instance_norm_dcgan": (lambda: InstanceNormDCGANCritic(3, 4), (3, 32, 32)),
     "sum_pool_resnet": (lambda: SumPoolResNetCritic(3, 4), (3, 8, 8)),
     "sequence_critic": (SequenceCritic, (4, 9)),
+    "learned_gains": (LearnedGains, (4,)),
 }
 
 
@@ -230,14 +252,15 @@ class Bilinear(nn.Module):
         return self.head(self.fc(x) * x)
 
 
-class LearnedScale(nn.Module):
+class FunctionalLinear(nn.Module):
+    """A weight used by ``F.linear`` outside its layer: bilinear in the input and a parameter."""
+
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(3, 1)
-        self.gain = nn.Parameter(torch.ones(()))
+        self.weight = nn.Parameter(torch.randn(1, 3))
 
     def forward(self, x):
-        return self.gain * self.fc(x)
+        return F.linear(x, self.weight)
 
 
 class BatchMixing(nn.Module):
@@ -294,7 +317,7 @@ class UnknownLayer(nn.Module):
 @pytest.mark.parametrize("critic,words", [
     (ControlFlow(), ["cannot be traced", "test_engine_trace.py:", "if x.sum() > 0"]),
     (Bilinear(), ["mul", "test_engine_trace.py:", "self.fc(x) * x", "bilinear"]),
-    (LearnedScale(), ["parameter or buffer", "self.gain * self.fc(x)"]),
+    (FunctionalLinear(), ["parameter or buffer", "F.linear(x, self.weight)"]),
     (TwoInputs(), ["second input 'y'", "cond="]),
     (StackedPieces(), ["pieces", "one at a time by integer position", "x.chunk(2, 1)[::-1]"]),
     (UnknownLayer(), ["'drop'", "Hardswish"]),

@@ -50,6 +50,10 @@ class StepContext:
     release_after_tangent: bool = False
     #: The critic's inputs after x for the rows of this pass (constants: no gradient).
     conditions: tuple[torch.Tensor, ...] = ()
+    #: ``(f, f̄)`` pairs: values off the input's path that depend on parameters (a label
+    #: embedding, a learned gain) and their cotangents, pulled back to the parameters by one
+    #: first-order autograd call at the end of the passes (:meth:`GraphRule.factor_gradients`).
+    factor_cotangents: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def penalty_part(self, saved: torch.Tensor) -> torch.Tensor:
         return saved if self.penalty_rows is None else saved[self.penalty_rows]
@@ -68,6 +72,16 @@ class StepContext:
             self.grads[index] = left_t.t() @ right
         else:
             current.addmm_(left_t.t(), right)
+
+    def add_factor_cotangent(self, factor: torch.Tensor, cotangent: torch.Tensor,
+                             rows: slice | None) -> None:
+        """``f̄ += cotangent`` for the off-path value ``factor``; ``rows``: the rows of ``factor``
+        the cotangent covers (None: all of them)."""
+        if rows is not None:
+            full = cotangent.new_zeros(factor.shape)
+            full[rows] = cotangent
+            cotangent = full
+        self.factor_cotangents.append((factor, cotangent))
 
     def inject(self, grad_input: torch.Tensor, curvature: torch.Tensor | None) -> torch.Tensor:
         """Add a curvature cotangent ``h̄`` (penalty rows) to a backward result (backward rows)."""

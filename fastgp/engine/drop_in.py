@@ -70,7 +70,10 @@ def explicit_penalty(engine: FusedCritic, x: torch.Tensor, penalty: str, weight:
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(P, norms)`` at the points ``x`` with ``P`` differentiable in the critic's parameters
     (exactly, through precomputed gradients); ``conditions`` are constants."""
-    value, norms, grads = engine.penalty_gradients(x, penalty, weight, center, conditions)
+    # The passes run in the critic's dtype: an autocast region around the call (bf16/fp16
+    # matmuls) would mix dtypes inside them.
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        value, norms, grads = engine.penalty_gradients(x, penalty, weight, center, conditions)
     trainable = [(p, g) for p, g in zip(engine.parameters, grads, strict=True) if p.requires_grad]
     if not trainable:
         return value, norms

@@ -54,7 +54,9 @@ class Explanation:
 
 def _rule_name(node: Node) -> str:
     if node.meta:
-        return "shape query"
+        # Off the input's path: forward-only values; those with parameters get their
+        # gradient from one first-order autograd call.
+        return "off path (autograd)" if node.differentiable else "constant of the passes"
     rule = node.rule.rule if isinstance(node.rule, LayerNode) else node.rule
     name = type(rule).__name__.removesuffix("Rule")
     slope = getattr(rule, "negative_slope", None)

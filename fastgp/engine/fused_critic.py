@@ -271,6 +271,7 @@ class FusedCritic:
                                           backend)
             if curvature:  # the h̄ terms reach the parameters below through a backward
                 self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
+            self.rule.factor_gradients(ctx)
             pull_back(normalized, self.parameters, grads, self.rule.positions)
         return value, norms, [None if grad is None or not parameter.requires_grad
                               else _in_layout_of(parameter, grad) for parameter, grad
@@ -331,6 +332,7 @@ class FusedCritic:
             self._check_scores(scores, m)
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
+            self.rule.factor_gradients(ctx)
             return wasserstein, chunk_penalty, norms
         if penalty in ("gp", "lp"):
             x_hat = _kernel("interpolate", backend)(real, fake, eps)
@@ -369,6 +371,7 @@ class FusedCritic:
         if ctx.backward_rows is None and loss_rows:  # the x̂ rows start with a zero cotangent
             seed = torch.cat([loss_seed.new_zeros(loss_rows), loss_seed])
         self.rule.backward(saved, seed.view(-1, *scores.shape[1:]), ctx, need_input=False)
+        self.rule.factor_gradients(ctx)
         self._mark(PHASES[4])
         return wasserstein
 

@@ -11,10 +11,18 @@ outputs of earlier nodes (node 0 is the critic's input ``x``)::
 A value read by several nodes gets the sum of their cotangents (fan-out); its tangent is shared.
 Cotangents are summed out of place, since rules may keep the tensors they were given.
 Values and tangents are dropped after their last reader, as a sequence would.
+
+Values off the input's path (``meta`` nodes: shapes, conditions, constants made from them) are
+computed in the forward only; they have no tangent. Those that depend on parameters — a label
+embedding ``e = E[y]`` of a projection critic, a learned gain — are ``differentiable``: they are
+computed with autograd recording (first order, independent of x), the rules that combine them
+with the path collect their cotangents ``f̄`` in every pass, and :meth:`GraphRule.factor_gradients`
+adds ``(∂f/∂θ)ᵀ f̄`` to the parameters' gradients with one ``autograd.grad`` call.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +94,8 @@ class Node:
     reads: list[int]
     call: Callable[[list[Any]], Callable[[], Any]]
     meta: bool = False
+    #: A meta value that depends on parameters: computed with autograd recording.
+    differentiable: bool = False
     op: str = ""  # what the critic's code calls there, and where (for fastgp.explain)
     source: str = ""
 
@@ -125,7 +135,8 @@ class GraphRule(Rule):
         for position, node in enumerate(self.nodes, start=1):
             call = node.call(values)
             if node.meta:
-                values.append(call())
+                with torch.enable_grad() if node.differentiable else contextlib.nullcontext():
+                    values.append(call())
                 tape.append(None)
             else:
                 value, saved = node.rule.forward([values[i] for i in node.inputs], call, ctx)
@@ -185,3 +196,19 @@ class GraphRule(Rule):
                 self._accumulate(cotangents, index, g_in)
             rule_saved.clear()  # the backward is the last pass: free the node's tensors now
         return cotangents.get(0) if need_input else None
+
+    def factor_gradients(self, ctx: StepContext) -> None:
+        """Add ``(∂f/∂θ)ᵀ f̄`` of the off-path values ``f`` that depend on parameters (their
+        cotangents ``f̄`` collected by the passes) to ``ctx.grads``: one first-order autograd
+        call over graphs that do not involve x."""
+        pairs = [(f, cotangent) for f, cotangent in ctx.factor_cotangents if f.requires_grad]
+        ctx.factor_cotangents.clear()
+        if not pairs:
+            return
+        parameters = [p for p in self.positions.parameters if p.requires_grad]
+        factors, cotangents = zip(*pairs, strict=True)
+        with torch.enable_grad():
+            grads = torch.autograd.grad(factors, parameters, cotangents, allow_unused=True)
+        for parameter, grad in zip(parameters, grads, strict=True):
+            if grad is not None:
+                ctx.add_grad(self.positions(parameter), grad)

@@ -13,6 +13,8 @@ sum/mean over dims ``D ∌ 0``        sum over ``D`` (× 1/|D| for mean)     bro
 ``c·x``, ``x/c``, ``−x``            scale by ``c``                        scale by ``c``
 ``x + c``, ``x − c``                identity (the constant has no slope)  identity
 ``x ± y``                           ``t_x ± t_y``                         ``(g, ±g)``
+``x ⊙ f`` (``f`` off the path)      ``f ⊙ t``                             ``Σ_bcast f ⊙ g``
+``x ± f`` (``f`` off the path)      identity                              identity
 ``cat(xs, dim ≠ 0)``                concatenate                           split by sizes
 ``x[:, idx]`` (batch kept whole)    the same indexing                     zeros, indexed ← g
 chunk/split piece ``k``             narrow along ``dim ≠ 0``              zeros, narrow ← g
@@ -20,6 +22,12 @@ chunk/split piece ``k``             narrow along ``dim ≠ 0``              zero
 
 The forward runs the op as the critic's code wrote it; the other passes run ``L`` or ``Lᵀ`` on
 as many rows as they carry, from the per-sample shapes recorded in the forward.
+
+``f`` is a value off the input's path: a condition, a constant, or a function of parameters
+(a label embedding ``E[y]``, a learned gain). When it depends on parameters, the ops that read it
+also send it a cotangent ``f̄`` (see :mod:`fastgp.engine.graph`): ``x ⊙ f`` sends ``a ⊙ t_x`` from
+the tangent pass (the penalty's share: ``f`` scales the input gradient) and ``g ⊙ x`` from the
+backward; ``x ± f`` and a part ``f`` of a ``cat`` send ``±g`` (they move values only).
 """
 
 from __future__ import annotations
@@ -163,6 +171,95 @@ class Scale(LinearOp):
     transpose = apply
 
 
+def _rows_of(factor: torch.Tensor, out: torch.Tensor, rows: slice | None) -> slice | None:
+    """The rows of ``factor`` a pass over ``rows`` reads: ``rows`` when it has one row per
+    sample of the forward's output ``out``, None when it is broadcast over the batch."""
+    per_sample = factor.dim() == out.dim() and factor.shape[0] == out.shape[0] > 1
+    return rows if per_sample else None
+
+
+def _part(factor: torch.Tensor, rows: slice | None) -> torch.Tensor:
+    return factor.detach() if rows is None else factor.detach()[rows]
+
+
+class Multiply(NodeRule):
+    """``x ⊙ f`` with ``f`` off the input's path (``operand``: its position among the op's
+    operands), broadcasting either way except over the batch::
+
+        forward  v = x ⊙ f      adjoint  a_x = Σ_bcast f ⊙ a_v      tangent  t_v = f ⊙ t_x
+        backward g_x = Σ_bcast f ⊙ g_v
+        f̄ += Σ_bcast a_v ⊙ t_x (tangent)  and  Σ_bcast g_v ⊙ x (backward), when f has parameters
+    """
+
+    def __init__(self, name: str, operand: int) -> None:
+        self.name, self.operand = name, operand
+
+    def forward(self, inputs, call, ctx):
+        x, factor = inputs[0], call.operands()[self.operand]
+        if not isinstance(factor, torch.Tensor):  # a number computed from shapes
+            factor = torch.as_tensor(factor, dtype=x.dtype, device=x.device)
+        out = call()
+        if out.shape[0] != x.shape[0]:
+            raise UnsupportedLayerError(f"{self.name} broadcasts the batch of {x.shape[0]} "
+                                        f"samples to {out.shape[0]}")
+        return out, {"factor": factor, "x": x if factor.requires_grad else None,
+                     "in": x.shape[1:], "channels_last": _channels_last(x),
+                     "penalty": _rows_of(factor, out, ctx.penalty_rows),
+                     "backward": _rows_of(factor, out, ctx.backward_rows)}
+
+    def _times_factor(self, saved, g, rows):
+        product = g * _part(saved["factor"], rows)
+        return _like_input(product.sum_to_size(g.shape[0], *saved["in"]),
+                           saved["channels_last"])
+
+    def _collect(self, saved, product, rows, ctx):
+        factor = saved["factor"]
+        shape = factor[rows].shape if rows is not None else factor.shape
+        ctx.add_factor_cotangent(factor, product.sum_to_size(shape), rows)
+
+    def adjoint(self, saved, a_out, ctx):
+        if saved["factor"].requires_grad:
+            saved["a"] = a_out
+        return [self._times_factor(saved, a_out, saved["penalty"])]
+
+    def tangent(self, saved, t_in, ctx):
+        if saved["factor"].requires_grad:
+            self._collect(saved, saved.pop("a") * t_in[0], saved["penalty"], ctx)
+        return t_in[0] * _part(saved["factor"], saved["penalty"])
+
+    def backward(self, saved, g_out, ctx, need_input):
+        rows = saved["backward"]
+        if saved["factor"].requires_grad:
+            self._collect(saved, g_out * ctx.backward_part(saved["x"]), rows, ctx)
+        return [self._times_factor(saved, g_out, rows) if need_input[0] else None]
+
+
+class Shift(Scale):
+    """``x ± f`` / ``f − x`` with ``f`` off the input's path: slope ``±1`` for ``x`` (``f`` does
+    not broadcast it); ``f̄ += Σ_bcast sign·g`` in the backward when ``f`` has parameters."""
+
+    def __init__(self, name: str, factor: float, operand: int, sign: float) -> None:
+        super().__init__(name, factor)
+        self.operand, self.sign = operand, sign
+
+    def forward(self, inputs, call, ctx):
+        out, saved = super().forward(inputs, call, ctx)
+        shift = call.operands()[self.operand]
+        if isinstance(shift, torch.Tensor) and shift.requires_grad:
+            saved["shift"] = shift
+            saved["rows"] = _rows_of(shift, out, ctx.backward_rows)
+        return out, saved
+
+    def backward(self, saved, g_out, ctx, need_input):
+        shift = saved.get("shift")
+        if shift is not None:
+            rows = saved["rows"]
+            shape = shift[rows].shape if rows is not None else shift.shape
+            term = g_out if self.sign == 1.0 else g_out * self.sign
+            ctx.add_factor_cotangent(shift, term.sum_to_size(shape), rows)
+        return super().backward(saved, g_out, ctx, need_input)
+
+
 class Sum(NodeRule):
     """``Σ_i s_i x_i`` of several inputs of one shape (``x + y``, ``x − y``, ``x += y``)."""
 
@@ -209,15 +306,27 @@ class Concatenate(NodeRule):
         dim = self.dim % out.dim()
         if dim == 0:
             raise UnsupportedLayerError(f"{self.name} concatenates along the batch dimension")
+        # Parts off the path that depend on parameters (an embedding of labels) get f̄ = g's
+        # piece in the backward.
+        factors = {k: part for k, (part, on) in enumerate(zip(parts, self.on_path, strict=True))
+                   if not on and isinstance(part, torch.Tensor) and part.requires_grad}
         return out, {"dim": dim, "sizes": [part.shape[dim] for part in parts],
                      "shapes": [part.shape[1:] for part in parts],
-                     "channels_last": [_channels_last(x) for x in inputs]}
+                     "channels_last": [_channels_last(x) for x in inputs],
+                     "factors": factors,
+                     "rows": {k: _rows_of(f, out, ctx.backward_rows)
+                              for k, f in factors.items()}}
 
-    def _split(self, saved, g):
-        pieces = [piece for piece, on in zip(torch.split(g, saved["sizes"], dim=saved["dim"]),
-                                             self.on_path, strict=True) if on]
+    def _split(self, saved, g, ctx=None):
+        pieces = torch.split(g, saved["sizes"], dim=saved["dim"])
+        if ctx is not None:
+            for k, factor in saved["factors"].items():
+                rows = saved["rows"][k]
+                shape = factor[rows].shape if rows is not None else factor.shape
+                ctx.add_factor_cotangent(factor, pieces[k].sum_to_size(shape), rows)
+        on_path = [piece for piece, on in zip(pieces, self.on_path, strict=True) if on]
         return [_like_input(piece, cl)
-                for piece, cl in zip(pieces, saved["channels_last"], strict=True)]
+                for piece, cl in zip(on_path, saved["channels_last"], strict=True)]
 
     def adjoint(self, saved, a_out, ctx):
         return self._split(saved, a_out)
@@ -230,8 +339,8 @@ class Concatenate(NodeRule):
         return torch.cat(parts, dim=saved["dim"])
 
     def backward(self, saved, g_out, ctx, need_input):
-        return [g if need else None for g, need in zip(self._split(saved, g_out), need_input,
-                                                        strict=True)]
+        return [g if need else None for g, need in zip(self._split(saved, g_out, ctx),
+                                                        need_input, strict=True)]
 
 
 def _keeps_the_batch(index: object, ndim: int) -> bool:

@@ -42,12 +42,14 @@ from fastgp.engine.readable import READABLE_CLASSES, check_no_global_hooks, chec
 from fastgp.engine.spectral import ParameterPositions
 from fastgp.engine.tensor_ops import (
     Concatenate,
+    Multiply,
     Permute,
     Piece,
     Reduce,
     Reshape,
     Scale,
     Select,
+    Shift,
     Sum,
 )
 
@@ -226,6 +228,7 @@ _PERMUTES = {"permute", "transpose", "t", "swapaxes", "swapdims", "movedim", tor
 _REDUCTIONS = {"sum": False, "mean": True, torch.sum: False, torch.mean: True}
 _ADDS = {operator.add: 1.0, operator.sub: -1.0, torch.add: 1.0, torch.sub: -1.0, "add": 1.0,
          "sub": -1.0}
+_PRODUCTS = {operator.mul: "mul", torch.mul: "mul", "mul": "mul"}
 _SIZE_METHODS = {"size", "dim", "ndimension"}
 _PIECES = {"chunk", "split", "tensor_split", torch.chunk, torch.split, torch.tensor_split}
 _AVG = ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]
@@ -300,14 +303,30 @@ def _movedim_order(ndim: int, source, destination) -> list[int]:
 
 @dataclass
 class Call:
-    """One op with its arguments evaluated on this pass's values (rules may read them)."""
+    """One op with its arguments evaluated on this pass's values (rules may read them);
+    ``receiver`` is the tensor a method is called on."""
 
     function: Callable[..., Any]
     args: tuple
     kwargs: dict
+    receiver: Any = None
 
     def __call__(self) -> Any:
         return self.function(*self.args, **self.kwargs)
+
+    def operands(self) -> list[Any]:
+        """The two operands of a binary op (``a * b``, ``a.mul(b)``, ``torch.mul(a, other=b)``)."""
+        found = ([self.receiver] if self.receiver is not None else []) + list(self.args)
+        if "other" in self.kwargs:
+            found.append(self.kwargs["other"])
+        return found
+
+
+def _attribute(root: nn.Module, target: str) -> Any:
+    value = root
+    for name in target.split("."):
+        value = getattr(value, name)
+    return value
 
 
 def _number(value: Any) -> bool:
@@ -324,7 +343,9 @@ class _Reader:
         self.index = ParameterPositions(parameters)
         self.nodes: list[Node] = []
         self.value_of: dict[fx.Node, int] = {}  # fx node -> value index (0 = x)
-        self.kind: dict[fx.Node, str] = {}  # "tensor" | "meta" | "constant"
+        # "tensor" (on the input's path) | "meta" (constants of the passes) | "factor" (off the
+        # path, depends on parameters) | "pieces" (a chunk/split of a tensor on the path)
+        self.kind: dict[fx.Node, str] = {}
         self.skip: set[fx.Node] = set()  # activations fused into the layer before them
         self.pieces: dict[fx.Node, tuple[fx.Node, int]] = {}  # chunk/split: (source, dim)
 
@@ -346,7 +367,10 @@ class _Reader:
             if node in self.skip or node.op == "placeholder":
                 continue
             elif node.op == "get_attr":
-                self.kind[node] = "constant"
+                # A parameter or buffer read outside a layer: a value off the input's path
+                # whose gradient (if any) autograd gives (see _read_off_path).
+                self._add(node, None, [], node.target, meta=True, differentiable=True)
+                self.kind[node] = "factor"
             elif node.op == "output":
                 output = node.args[0]
             else:
@@ -383,7 +407,10 @@ class _Reader:
             real_args = fx.node.map_arg(args, resolve)
             real_kwargs = fx.node.map_arg(kwargs, resolve)
             if node.op == "call_method":
-                return Call(getattr(real_args[0], target), real_args[1:], real_kwargs)
+                return Call(getattr(real_args[0], target), real_args[1:], real_kwargs,
+                            real_args[0])
+            if node.op == "get_attr":
+                return Call(_attribute, (module, node.target), {})
             if node.op == "call_module":
                 return Call(module.get_submodule(node.target), real_args, real_kwargs)
             return Call(target, real_args, real_kwargs)
@@ -397,11 +424,11 @@ class _Reader:
         return reads
 
     def _add(self, node: fx.Node, rule: NodeRule | None, inputs: list[fx.Node], target: Any,
-             meta: bool = False) -> None:
+             meta: bool = False, differentiable: bool = False) -> None:
         indices = [self.value_of[n] for n in inputs]
         reads = sorted(set(self._reads(node)) | set(indices))  # a piece reads its source too
         self.nodes.append(Node(node.name, rule, indices, reads, self._call(node, target), meta,
-                               _describe(node), where(node)))
+                               differentiable, _describe(node), where(node)))
         self.value_of[node] = len(self.nodes) + self.inputs - 1
         self.kind[node] = "meta" if meta else "tensor"
 
@@ -429,42 +456,45 @@ class _Reader:
                 f"{_describe(node)} at {where(node)} uses the pieces of a chunk/split other than "
                 "one at a time by integer position (a, b = x.chunk(2, 1))")
         if "tensor" not in kinds:
-            if "constant" in kinds and node.op != "call_module":
-                raise UnsupportedLayerError(
-                    f"{_describe(node)} at {where(node)} computes with a parameter or buffer "
-                    "outside a layer; the engine reads parameters only inside the layers it "
-                    "has rules for")
-            if node.op == "call_module":
-                raise UnsupportedLayerError(
-                    f"{_describe(node)} at {where(node)} is applied to a conditional input or a "
-                    "constant, not to the input's path: its parameters would need gradients "
-                    "the engine does not compute (an embedding of labels, as in projection "
-                    "critics, has no rule yet)")
-            # Shapes, conditions and constants made from them (one-hot label maps): values of
-            # the forward, constants of the passes.
-            self._add(node, None, [], out_of_place, meta=True)
+            self._read_off_path(node, kinds, out_of_place)
             return
         if self._is_size_query(node):
             self._add(node, None, [], out_of_place, meta=True)
             return
-        if key in _PIECES and "constant" not in kinds:
+        if key in _PIECES and "factor" not in kinds:
             # A tuple of views; each piece taken from it is read as a narrow of the source.
             dim = int(_static(node, _argument(node, 2, "dim", 0), "dim"))
             self._add(node, None, [], out_of_place, meta=True)
             self.kind[node] = "pieces"
             self.pieces[node] = (self._tensor_inputs(node)[0], dim)
             return
-        if "constant" in kinds and node.op != "call_module":
+        if "factor" in kinds and not (node.op != "call_module" and (
+                out_of_place in _ADDS or out_of_place in _PRODUCTS
+                or out_of_place in (torch.cat, torch.concat, torch.concatenate))):
             raise UnsupportedLayerError(
                 f"{_describe(node)} at {where(node)} combines the input with a parameter or "
                 "buffer outside a layer; the engine reads parameters only inside the layers it "
-                "has rules for")
+                "has rules for, or in products and sums with the input's path (x * gain, "
+                "x + bias, (embed(y) * h).sum(1), cat([h, embed(y)]))")
         inputs = self._tensor_inputs(node)
         if node.op == "call_module":
             self._read_layer(node, inputs)
             return
         rule = self._function_rule(node, out_of_place, inputs)
         self._add(node, rule, inputs, out_of_place)
+
+    def _read_off_path(self, node: fx.Node, kinds: set[str], target: Any) -> None:
+        """A value that does not depend on x: shapes, conditions and constants made from them
+        (one-hot label maps) are constants of the passes; values that depend on parameters
+        (a layer applied to labels, as the embedding of a projection critic, or a parameter
+        read outside a layer) are computed with autograd recording, and the passes send them
+        cotangents that one first-order autograd call pulls back to the parameters."""
+        differentiable = "factor" in kinds or (
+            node.op == "call_module"
+            and any(True for _ in self.module.get_submodule(node.target).parameters()))
+        self._add(node, None, [], target, meta=True, differentiable=differentiable)
+        if differentiable:
+            self.kind[node] = "factor"
 
     @staticmethod
     def _is_size_query(node: fx.Node) -> bool:
@@ -600,13 +630,17 @@ class _Reader:
             if operands[0] is operands[1]:
                 return Scale(name, 1.0 + sign * alpha)  # x + x
             return Sum(name, [1.0, sign * alpha])
-        constant = operands[1] if tensors[0] else operands[0]
-        constant_tensor = isinstance(constant, fx.Node) and self.kind[constant] == "meta"
-        if not _number(constant) and not constant_tensor:
+        position = 1 if tensors[0] else 0
+        constant = operands[position]
+        constant_kind = self.kind[constant] if isinstance(constant, fx.Node) else None
+        if not _number(constant) and constant_kind not in ("meta", "factor"):
             raise UnsupportedLayerError(f"{name} adds a {type(constant).__name__}: the engine "
                                         "adds tensors of the input's path, conditions or numbers")
         # x ± c: slope 1; c − x: slope −1.
-        return Scale(name, 1.0 if tensors[0] else sign * alpha)
+        slope = 1.0 if tensors[0] else sign * alpha
+        if constant_kind == "factor":
+            return Shift(name, slope, position, sign * alpha if tensors[0] else 1.0)
+        return Scale(name, slope)
 
     def _scale_rule(self, node, key, inputs, name) -> NodeRule:
         if key in (operator.neg, torch.neg, "neg"):
@@ -618,10 +652,14 @@ class _Reader:
         if all(tensors):
             raise UnsupportedLayerError(f"{name} multiplies two tensors of the input's path: a "
                                         "bilinear op the engine has no rule for")
-        constant = operands[1] if tensors[0] else operands[0]
+        position = 1 if tensors[0] else 0
+        constant = operands[position]
+        if isinstance(constant, fx.Node) and key in _PRODUCTS:
+            return Multiply(name, position)  # by a condition, an embedding, a learned gain
         if not _number(constant):
             raise UnsupportedLayerError(f"{name} scales by a {type(constant).__name__}: the "
-                                        "engine scales by numbers only")
+                                        "engine multiplies by numbers and values off the "
+                                        "input's path, and divides by numbers only")
         if key in (operator.truediv, torch.div, "div"):
             if not tensors[0]:
                 raise UnsupportedLayerError(f"{name} divides by the input (not linear)")
