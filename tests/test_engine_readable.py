@@ -116,7 +116,6 @@ def test_a_global_module_hook_is_refused():
 
 
 @pytest.mark.parametrize("wrap,words", [
-    (torch.nn.utils.spectral_norm, ["'0' (Linear)", "torch.nn.utils.spectral_norm"]),
     (torch.nn.utils.weight_norm, ["'0' (Linear)", "torch.nn.utils.weight_norm"]),
     (torch.nn.utils.parametrizations.weight_norm, ["'0' (ParametrizedLinear)", "parametrization"]),
 ])

@@ -1,6 +1,7 @@
-"""Spectrally normalized critics (torch.nn.utils.parametrizations.spectral_norm): the passes use
-W̃ = W/σ, the gradient is pulled back to the raw weight exactly, and the power iteration
-advances once per engine step (as one forward of the module does)."""
+"""Spectrally normalized critics, in both forms (torch.nn.utils.parametrizations.spectral_norm
+and the hook-based torch.nn.utils.spectral_norm): the passes use W̃ = W/σ, the gradient is pulled
+back to the raw weight exactly, and the power iteration advances once per engine step (as one
+forward of the module does)."""
 
 import copy
 
@@ -9,19 +10,24 @@ import torch
 import torch.nn.functional as F
 from helpers import FP64_TOL, relative_error
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrizations
 
 import fastgp
 from fastgp import reference
 
+#: The two forms of spectral normalization, by name.
+FORMS = {"parametrization": parametrizations.spectral_norm,
+         "hook": torch.nn.utils.spectral_norm}
+
 
 class SNCritic(nn.Module):
-    """SNGAN-style: every weight layer spectrally normalized, conv kernels and a linear head."""
+    """SNGAN-style: every weight layer spectrally normalized, conv kernels and a linear head;
+    one normalized along another dim (W_mat permuted), one with two power-iteration steps."""
 
-    def __init__(self):
+    def __init__(self, spectral_norm):
         super().__init__()
-        self.c1 = spectral_norm(nn.Conv2d(3, 4, 3, padding=1))
-        self.c2 = spectral_norm(nn.Conv2d(4, 4, 4, 2, 1))
+        self.c1 = spectral_norm(nn.Conv2d(3, 4, 3, padding=1), dim=1)
+        self.c2 = spectral_norm(nn.Conv2d(4, 4, 4, 2, 1), n_power_iterations=2)
         self.fc = spectral_norm(nn.Linear(4 * 4 * 4, 1))
 
     def forward(self, x):
@@ -30,9 +36,9 @@ class SNCritic(nn.Module):
         return self.fc(h.flatten(1))
 
 
-def _case():
+def _case(form):
     torch.manual_seed(0)
-    critic = SNCritic().double()
+    critic = SNCritic(FORMS[form]).double()
     generator = torch.Generator().manual_seed(1)
     real, fake = (torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
                   for _ in range(2))
@@ -47,47 +53,81 @@ def _oracle_gradients(critic, real, fake, eps):
     return torch.autograd.grad(loss, list(critic.parameters()))
 
 
-def test_the_engine_step_in_eval_mode_equals_autograd():
-    critic, real, fake, eps = _case()
+@pytest.mark.parametrize("form", FORMS)
+def test_the_engine_step_in_eval_mode_equals_autograd(form):
+    critic, real, fake, eps = _case(form)
     critic.eval()
     expected = _oracle_gradients(critic, real, fake, eps)
+    buffers = copy.deepcopy(list(critic.buffers()))
     fastgp.FusedCritic(critic).step(real, fake, eps=eps)
     assert relative_error([p.grad for p in critic.parameters()], list(expected)) <= FP64_TOL
+    assert relative_error(list(critic.buffers()), buffers) == 0.0  # no power iteration
 
 
-def test_the_engine_step_in_training_advances_the_power_iteration_once():
-    critic, real, fake, eps = _case()
+@pytest.mark.parametrize("form", FORMS)
+def test_the_engine_step_in_training_advances_the_power_iteration_once(form):
+    critic, real, fake, eps = _case(form)
     once = copy.deepcopy(critic)
     with torch.no_grad():
-        for module in (once.c1, once.c2, once.fc):
-            _ = module.weight  # reading it runs one power iteration (training mode)
+        once(real)  # one forward: one power iteration per layer (training mode)
     expected = _oracle_gradients(once, real, fake, eps)
     fastgp.FusedCritic(critic).step(real, fake, eps=eps)
     assert relative_error([p.grad for p in critic.parameters()], list(expected)) <= FP64_TOL
     assert relative_error(list(critic.buffers()), list(once.buffers())) == 0.0
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("train", [True, False])
-def test_the_drop_in_equals_the_users_own_autograd_code(train):
+def test_the_drop_in_equals_the_users_own_autograd_code(form, train):
     """The user's code calls the critic on fake and real, then the penalty: with autograd that
     is three power iterations, and so it is with the explicit drop-in."""
-    critic, real, fake, eps = _case()
+    critic, real, fake, eps = _case(form)
     critic.train(train)
     results = {}
     for method in ("explicit", "autograd"):
         model = copy.deepcopy(critic)
         loss = model(fake).mean() - model(real).mean()
-        (loss + fastgp.gradient_penalty(model, real, fake, eps=eps, method=method)).backward()
-        results[method] = ([p.grad for p in model.parameters()], list(model.buffers()))
+        penalty = fastgp.gradient_penalty(model, real, fake, eps=eps, method=method)
+        (loss + penalty).backward()
+        results[method] = ([penalty, *(p.grad for p in model.parameters())],
+                           list(model.buffers()))
     assert relative_error(results["explicit"][0], results["autograd"][0]) <= FP64_TOL
     assert relative_error(results["explicit"][1], results["autograd"][1]) == 0.0
 
 
-def test_other_parametrizations_and_the_hook_based_spectral_norm_are_refused():
-    weight_norm = nn.Sequential(torch.nn.utils.parametrizations.weight_norm(nn.Linear(3, 4)),
-                                nn.ReLU(), nn.Linear(4, 1))
-    with pytest.raises(fastgp.UnsupportedLayerError, match="'0' .*parametrizations.spectral_norm"):
-        fastgp.FusedCritic(weight_norm)
-    old = nn.Sequential(torch.nn.utils.spectral_norm(nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 1))
-    with pytest.raises(fastgp.UnsupportedLayerError, match="'0' .*torch.nn.utils.spectral_norm"):
-        fastgp.FusedCritic(old)
+def test_a_critic_read_again_after_remove_spectral_norm_uses_the_plain_weight():
+    critic, real, fake, eps = _case("hook")
+    fused = fastgp.FusedCritic(critic)
+    fused.step(real, fake, eps=eps)
+    for layer in (critic.c1, critic.c2, critic.fc):
+        torch.nn.utils.remove_spectral_norm(layer)
+    expected = _oracle_gradients(critic, real, fake, eps)
+    fused.step(real, fake, eps=eps)
+    assert relative_error([p.grad for p in critic.parameters()], list(expected)) <= FP64_TOL
+
+
+def _with_another_pre_hook(layer):
+    layer.register_forward_pre_hook(lambda module, args: None)
+    return layer
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda: parametrizations.weight_norm(nn.Linear(3, 4)),
+     ["'0' (ParametrizedLinear)", "weight_norm"]),
+    (lambda: torch.nn.utils.weight_norm(nn.Linear(3, 4)),
+     ["'0' (Linear)", "torch.nn.utils.weight_norm"]),
+    (lambda: _with_another_pre_hook(torch.nn.utils.spectral_norm(nn.Linear(3, 4))),
+     ["'0' (Linear)", "torch.nn.utils.spectral_norm", "no other hook"]),
+    (lambda: torch.nn.utils.spectral_norm(nn.Linear(3, 4), name="bias"),
+     ["'0' (Linear)", "torch.nn.utils.spectral_norm"]),
+], ids=["weight_norm", "hook-based weight_norm", "spectral_norm and another hook",
+        "spectral_norm of the bias"])
+def test_weight_norm_and_spectral_norms_the_engine_does_not_read_are_refused(make, words):
+    with pytest.raises(fastgp.UnsupportedLayerError) as error:
+        fastgp.FusedCritic(nn.Sequential(make(), nn.ReLU(), nn.Linear(4, 1)))
+    assert all(word in str(error.value) for word in words), str(error.value)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_spectral_norm_of_a_linear_weight_is_read_in_both_forms(form):
+    fastgp.FusedCritic(nn.Sequential(FORMS[form](nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 1)))

@@ -6,11 +6,13 @@ modules. That is exact only when each module computes what its class says. It do
 - a subclass overrides ``forward`` (or ``__call__``), or an instance has its own ``forward``;
 - a hook is registered on the module or globally (hooks run only when the module is called,
   and backward hooks only under autograd);
-- a parametrization (``torch.nn.utils.parametrizations.spectral_norm``, ``weight_norm``...) or
-  the older hook-based ``spectral_norm``/``weight_norm`` recomputes the weight from other
-  parameters.
+- a parametrization (``weight_norm``, ``orthogonal``...) or the older hook-based
+  ``weight_norm`` recomputes the weight from other parameters.
 
-Such a critic is refused with an error that names the layer (:func:`check_readable`).
+Such a critic is refused with an error that names the layer (:func:`check_readable`). One
+reparametrization is read: a spectral norm of a ``Linear``/``ConvNd`` weight, in either form
+(``torch.nn.utils.parametrizations.spectral_norm`` or the hook-based
+``torch.nn.utils.spectral_norm`` with no other hook on the layer), by :mod:`fastgp.engine.spectral`.
 
 A critic may also change after it was read: a layer appended or replaced, a weight replaced by
 a new ``nn.Parameter``, a layer frozen with ``requires_grad_(False)``, a hook added, train/eval
@@ -43,6 +45,9 @@ READABLE_CLASSES: tuple[type[nn.Module], ...] = (
 #: Classes the reader traces through: their ``forward`` (overridden or not) is what it reads.
 CONTAINER_CLASSES: tuple[type[nn.Module], ...] = (nn.Sequential, Residual)
 
+#: Layers whose spectrally normalized weight the engine reads.
+_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
 _HOOK_DICTS = {"_forward_pre_hooks": "forward pre-hook", "_forward_hooks": "forward hook",
                "_backward_pre_hooks": "backward pre-hook", "_backward_hooks": "backward hook"}
 _GLOBAL_HOOK_DICTS = {"_global_forward_pre_hooks": "forward pre-hook",
@@ -64,27 +69,27 @@ def _weight_hook_kind(hook: object) -> str | None:
 def check_readable(module: nn.Module, name: str) -> None:
     """Raise :class:`UnsupportedLayerError` naming the layer when ``module`` may compute
     something other than what its class's rule says."""
-    if parametrize.is_parametrized(module) and (
-            spectral_normalization(module) is None
-            or not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)):
+    norm = spectral_normalization(module) if isinstance(module, _WEIGHT_LAYERS) else None
+    if parametrize.is_parametrized(module) and norm is None:
         names = ", ".join(sorted(module.parametrizations.keys()))
         raise UnsupportedLayerError(
             f"{_layer(module, name)} has a parametrization of {names} other than one "
             "spectral_norm of a Linear/Conv weight (weight_norm, orthogonal, ...): the engine "
-            "reads torch.nn.utils.parametrizations.spectral_norm only; use "
-            "fastgp.gradient_penalty, which works with any critic")
+            "reads torch.nn.utils.parametrizations.spectral_norm and torch.nn.utils."
+            "spectral_norm only; use fastgp.gradient_penalty, which works with any critic")
     for attribute, kind in _HOOK_DICTS.items():
         hooks = getattr(module, attribute, None)
-        if not hooks:
-            continue
+        if not hooks or (attribute == "_forward_pre_hooks" and norm is not None
+                         and norm.hook is not None):
+            continue  # the layer's only hook is spectral_norm's: spectral.py computes its weight
         for hook in hooks.values():
             reparametrization = _weight_hook_kind(hook)
             if reparametrization is not None:
                 raise UnsupportedLayerError(
                     f"{_layer(module, name)} uses torch.nn.utils.{reparametrization}: its "
-                    "weight is recomputed by a hook on every call, which the engine does not "
-                    "read (torch.nn.utils.parametrizations.spectral_norm is read); use "
-                    "fastgp.gradient_penalty, which works with any critic")
+                    "weight is recomputed by a hook on every call, which the engine reads only "
+                    "for a spectral_norm of a Linear/Conv weight with no other hook on the "
+                    "layer; use fastgp.gradient_penalty, which works with any critic")
         raise UnsupportedLayerError(
             f"{_layer(module, name)} has a {kind}: the engine does not call the module, so "
             "the hook would never run; remove the hook or use fastgp.gradient_penalty")
@@ -118,11 +123,13 @@ def structure_signature(critic: nn.Module) -> tuple:
     """Everything about ``critic`` that the engine's reading depends on, as a comparable tuple.
 
     Per module, in call order and with repeats: its identity and class, train/eval mode, its
-    parameters (identity and ``requires_grad``), its children, hook counts and an instance
-    ``forward``; plus the counts of global hooks. Parameter *values*, dtype and device are not
+    parameters (identity and ``requires_grad``), its children, hooks and an instance
+    ``forward``; plus the global hooks. Hooks count by their handles' ids, which are never
+    reused: a hook removed and another added in its place (spectral_norm's pre-hook, which is
+    read, replaced by one that is not) is a change. Parameter *values*, dtype and device are not
     part of it: the rules read them from the modules at every step.
     """
-    entries: list[tuple] = [tuple(len(getattr(module_globals, attribute, ()))
+    entries: list[tuple] = [tuple(tuple(getattr(module_globals, attribute, {}).keys())
                                   for attribute in _GLOBAL_HOOK_DICTS)]
     stack = [critic]
     while stack:
@@ -131,7 +138,7 @@ def structure_signature(critic: nn.Module) -> tuple:
             id(module), type(module), module.training, "forward" in vars(module),
             tuple((key, id(value), value is not None and value.requires_grad)
                   for key, value in module._parameters.items()),
-            tuple(len(getattr(module, attribute, ())) for attribute in _HOOK_DICTS),
+            tuple(tuple(getattr(module, attribute, {}).keys()) for attribute in _HOOK_DICTS),
             tuple((key, id(child)) for key, child in module._modules.items()),
         ))
         stack.extend(child for child in reversed(module._modules.values()) if child is not None)
