@@ -131,3 +131,34 @@ def test_weight_norm_and_spectral_norms_the_engine_does_not_read_are_refused(mak
 @pytest.mark.parametrize("form", FORMS)
 def test_a_spectral_norm_of_a_linear_weight_is_read_in_both_forms(form):
     fastgp.FusedCritic(nn.Sequential(FORMS[form](nn.Linear(3, 4)), nn.ReLU(), nn.Linear(4, 1)))
+
+
+class TiedSpectralNorm(nn.Module):
+    """One spectrally normalized layer called twice in one forward."""
+
+    def __init__(self, normalize):
+        super().__init__()
+        self.fc = normalize(nn.Linear(4, 4))
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(F.leaky_relu(self.fc(F.leaky_relu(self.fc(x), 0.2)), 0.2))
+
+
+@pytest.mark.parametrize("normalize", list(FORMS.values()), ids=list(FORMS))
+def test_a_normalized_layer_called_twice_is_refused_in_training_and_read_in_eval(normalize):
+    """Eager PyTorch runs a power iteration per call (two W̃ in one forward in training); the
+    engine shares one per step, so it reads such a critic in eval mode only."""
+    torch.manual_seed(0)
+    critic = TiedSpectralNorm(normalize).double()
+    with pytest.raises(fastgp.UnsupportedLayerError, match="called twice .* training mode"):
+        fastgp.FusedCritic(critic)
+    critic.eval()
+    real, fake = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    eps = torch.rand(3, dtype=torch.float64)
+    loss = critic(fake).mean() - critic(real).mean()
+    loss = loss + reference.gradient_penalty(lambda x: critic(x).flatten(), real, fake, eps,
+                                             10.0)[0]
+    expected = torch.autograd.grad(loss, list(critic.parameters()))
+    fastgp.FusedCritic(critic).step(real, fake, eps=eps)
+    assert relative_error([p.grad for p in critic.parameters()], list(expected)) <= FP64_TOL

@@ -30,6 +30,8 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 from torch.nn.utils.spectral_norm import SpectralNorm
 
+from fastgp.engine.base import UnsupportedLayerError
+
 
 class SpectralNormalization(NamedTuple):
     """One spectrally normalized weight of either form: the raw weight ``W`` (a parameter of the
@@ -109,6 +111,15 @@ class ParameterPositions:
         """The slot of ``module.weight``: its parameter's, or an extra one for ``W̃``."""
         if spectral_normalization(module) is None:
             return self(module.weight)
+        if module.training and any(m is module for m in self.normalized):
+            # Each call of the module runs one power iteration in eager PyTorch, so two calls
+            # of one forward use two different W̃; the engine's passes share one per step.
+            raise UnsupportedLayerError(
+                f"the spectrally normalized {type(module).__name__} is called twice in one "
+                "forward in training mode: PyTorch advances its power iteration on each call "
+                "(two different normalized weights), the engine once per step; call "
+                "critic.eval() for the penalty, or use fastgp.gradient_penalty(method="
+                "'autograd')")
         self.normalized.append(module)
         return len(self.parameters) + len(self.normalized) - 1
 
