@@ -309,41 +309,43 @@ class FusedCritic:
     def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
         """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk.
 
-        Piecewise-linear critics with GP/LP run two independent halves: the W-loss rows (forward
-        and backward over ``[real; fake]``), then the penalty rows (forward over x̂, adjoint,
-        penalty, tangent). The x̂ rows need no backward, so each half frees its saved tensors
-        layer by layer as its last pass goes, and the parameter gradients of the second half are
-        the only thing the first leaves behind. Critics with curvature need a backward over the
-        x̂ rows too, and R1/R2 share the penalty rows with the W-loss rows: both run one stacked
-        batch through all passes.
+        GP/LP run two independent halves: the W-loss rows (forward and backward over
+        ``[real; fake]``), then the penalty rows (forward over x̂, adjoint, penalty, tangent,
+        and — for critics with curvature — a backward over the x̂ rows that carries the
+        curvature terms). Each half works on fewer rows than one stacked batch of all three
+        would (a smaller working set: DCGAN-32 with InstanceNorm ran 1.15× the reference step
+        this way, 1.01× stacked), piecewise-linear critics free each layer's saved tensors as
+        their last pass goes, and the parameter gradients of the first half are the only thing
+        it leaves to the second. R1/R2 take the penalty at the W-loss rows themselves: one
+        stacked ``[real; fake]`` batch runs through all passes.
         """
         m = real.shape[0]
         kernels = {"leaky": _kernel("bias_leaky_relu", backend),
                    "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
-        if penalty in ("gp", "lp") and not self.rule.curvature:
+        if penalty in ("gp", "lp"):
             # The stacked batch is written first so that x̂ is mixed from it in its memory format.
             x = self._stack([real, fake])
             x_hat = _kernel("interpolate", backend)(x[:m], x[m:], eps)
-            wasserstein = self._loss_pass(x, StepContext(None, None, None, **kernels), 0, m, batch)
+            wasserstein = self._loss_pass(x, StepContext(None, None, None, **kernels), batch)
             del x
-            ctx = StepContext(None, None, None, release_after_tangent=True, **kernels)
+            curvature = self.rule.curvature
+            ctx = StepContext(None, None, slice(0, m) if curvature else None,
+                              release_after_tangent=not curvature, **kernels)
             scores, saved = self.rule.forward(x_hat, ctx)
             self._mark(PHASES[0])
             self._check_scores(scores, m)
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
+            if curvature:  # the h̄ terms reach the parameters below through a backward
+                self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
+                self._mark(PHASES[4])
             self.rule.factor_gradients(ctx)
             return wasserstein, chunk_penalty, norms
-        if penalty in ("gp", "lp"):
-            x_hat = _kernel("interpolate", backend)(real, fake, eps)
-            x, loss_rows, penalty_rows = self._stack([x_hat, real, fake]), m, slice(0, m)
-        else:
-            x, loss_rows = self._stack([real, fake]), 0
-            penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
+        penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
         visit_penalty_rows = penalty_rows is not None and self.rule.curvature
-        backward_rows = None if visit_penalty_rows or not loss_rows else slice(m, 3 * m)
-        ctx = StepContext(penalty_rows, backward_rows,
-                          penalty_rows if visit_penalty_rows else None, **kernels)
+        ctx = StepContext(penalty_rows, None, penalty_rows if visit_penalty_rows else None,
+                          **kernels)
+        x = self._stack([real, fake])
         scores, saved = self.rule.forward(x, ctx)
         self._mark(PHASES[0])
         self._check_scores(scores, x.shape[0])
@@ -351,25 +353,24 @@ class FusedCritic:
         if penalty_rows is not None:
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
-        return self._backward(saved, scores, ctx, loss_rows, m, batch), chunk_penalty, norms
+        return self._backward(saved, scores, ctx, batch), chunk_penalty, norms
 
-    def _loss_pass(self, x, ctx, loss_rows, m, batch):
-        """Forward over ``x`` and the backward of its W-loss rows; returns the chunk's share of W."""
+    def _loss_pass(self, x, ctx, batch):
+        """Forward over ``[real; fake]`` and the backward of its W-loss; returns the chunk's
+        share of W."""
         scores, saved = self.rule.forward(x, ctx)
         self._mark(PHASES[0])
         self._check_scores(scores, x.shape[0])
-        return self._backward(saved, scores, ctx, loss_rows, m, batch)
+        return self._backward(saved, scores, ctx, batch)
 
-    def _backward(self, saved, scores, ctx, loss_rows, m, batch):
-        """The last pass: the W-loss backward (and the curvature terms); returns the share of W."""
+    def _backward(self, saved, scores, ctx, batch):
+        """The last pass over ``[real; fake]``: the W-loss backward (and the curvature terms of
+        R1/R2); returns the chunk's share of W."""
+        m = scores.shape[0] // 2
         # ∂loss/∂score: −1/B on the real rows, +1/B on the fake rows; W = −⟨seed, scores⟩.
-        loss_seed = scores.new_full((2 * m,), 1.0 / batch)
-        loss_seed[:m] = -1.0 / batch
-        loss_scores = scores if loss_rows == 0 else scores[loss_rows:]
-        wasserstein = -torch.dot(loss_scores.reshape(-1), loss_seed)
-        seed = loss_seed
-        if ctx.backward_rows is None and loss_rows:  # the x̂ rows start with a zero cotangent
-            seed = torch.cat([loss_seed.new_zeros(loss_rows), loss_seed])
+        seed = scores.new_full((2 * m,), 1.0 / batch)
+        seed[:m] = -1.0 / batch
+        wasserstein = -torch.dot(scores.reshape(-1), seed)
         self.rule.backward(saved, seed.view(-1, *scores.shape[1:]), ctx, need_input=False)
         self.rule.factor_gradients(ctx)
         self._mark(PHASES[4])

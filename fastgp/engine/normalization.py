@@ -24,8 +24,24 @@ from torch import nn
 from fastgp.engine.base import Rule, Saved, StepContext
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+
+
+def _mean(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return v.mean(dim=dims, keepdim=True)
+
+
 class NormRule(Rule):
-    """Shared passes; subclasses define the groups, the forward and the affine broadcast."""
+    """Shared passes; subclasses define the groups, the forward and the affine broadcast.
+
+    Every pass works on a *grouped* view of its tensors in which each normalized group is
+    reduced over ``dims`` — for channels-last activations a view of the memory as it lies
+    (``(B, HW, G, C/G)``, reduced over dims 1 and 3), so no pass copies a tensor into another
+    layout. The adjoint keeps ``a_x = N(γ ⊙ a_y)`` and ``mean(γa_y ⊙ x̂)`` for the tangent pass,
+    which needs both; the group means are the dot products of the formulas above over ``n``.
+    """
 
     curvature = True
 
@@ -34,92 +50,129 @@ class NormRule(Rule):
         self.weight_index, self.bias_index = weight_index, bias_index
 
     @abstractmethod
-    def grouped(self, v: torch.Tensor) -> torch.Tensor:
-        """``v`` viewed as ``(..., n)``: one normalized group per row of the last dimension."""
+    def grouped(self, v: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor, tuple]:
+        """``v`` viewed with one normalized group per index outside the returned ``dims``;
+        ``channels_last``: the layout of the forward's input, which every pass follows."""
+
+    def ungroup(self, r: torch.Tensor, like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """A grouped result back in the shape of ``like`` (its layout: a view, no copy)."""
+        return r.view(like.shape)
 
     @abstractmethod
     def affine_view(self, like: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
         """γ shaped to broadcast over ``like``, and the dims to sum ∂γ, ∂β over."""
 
     @abstractmethod
-    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(y, μ, r)`` of the forward; ``μ`` and ``r`` shaped like ``grouped(x)[..., :1]``."""
+    def normalize(self, x: torch.Tensor, channels_last: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(y, μ, r)`` of the forward; ``μ`` and ``r`` shaped to broadcast over ``grouped(x)``."""
 
-    def _project(self, v: torch.Tensor, xn: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
-        """``N(v)`` in the grouped view."""
-        return rstd * (v - v.mean(-1, keepdim=True) - xn * (v * xn).mean(-1, keepdim=True))
+    @staticmethod
+    def _project(v: torch.Tensor, xn: torch.Tensor, rstd: torch.Tensor, dims: tuple,
+                 v_xn: torch.Tensor) -> torch.Tensor:
+        """``N(v) = r·(v − mean(v) − x̂·mean(v ⊙ x̂))`` in the grouped view (``v_xn`` the last
+        mean)."""
+        return torch.addcmul(v - _mean(v, dims), xn, v_xn, value=-1.0).mul_(rstd)
 
     def _scale(self, v: torch.Tensor) -> torch.Tensor:
         gamma, _ = self.affine_view(v)
         return v if gamma is None else v * gamma
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
-        y, mean, rstd = self.normalize(x)
-        xn = (self.grouped(x) - mean) * rstd
-        return y, {"xn": xn, "rstd": rstd}
+        channels_last = _channels_last(x)
+        y, mean, rstd = self.normalize(x, channels_last)
+        grouped, dims = self.grouped(x, channels_last)
+        xn = (grouped - mean).mul_(rstd)
+        return y, {"xn": xn, "rstd": rstd, "dims": dims, "channels_last": channels_last}
+
+    def _parts(self, saved: Saved, part) -> tuple[torch.Tensor, torch.Tensor, tuple, bool]:
+        return part(saved["xn"]), part(saved["rstd"]), saved["dims"], saved["channels_last"]
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        saved["a_out"] = a_out
-        g = self.grouped(self._scale(a_out))
-        xn, rstd = ctx.penalty_part(saved["xn"]), ctx.penalty_part(saved["rstd"])
-        return self._project(g, xn, rstd).view_as(a_out)
+        xn, rstd, dims, channels_last = self._parts(saved, ctx.penalty_part)
+        g, _ = self.grouped(self._scale(a_out), channels_last)
+        g_xn = _mean(g * xn, dims)
+        a_x = self._project(g, xn, rstd, dims, g_xn)
+        saved.update(a_out=a_out, a_x=a_x, g_xn=g_xn)
+        return self.ungroup(a_x, a_out, channels_last)
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        xn, rstd = ctx.penalty_part(saved["xn"]), ctx.penalty_part(saved["rstd"])
-        a_out = saved.pop("a_out")
-        u = self.grouped(t_in)
-        g = self.grouped(self._scale(a_out))
-        t_n = self._project(u, xn, rstd)
-        a_x = self._project(g, xn, rstd)
-        n = u.shape[-1]
-        dot = lambda p, q: (p * q).sum(-1, keepdim=True)  # noqa: E731
-        saved["curvature"] = (-(rstd / n) * (dot(u, a_x) * xn + dot(g, xn) * t_n
-                                             + dot(u, xn) * a_x)).view_as(t_in)
-        t_n = t_n.view_as(t_in)
+        xn, rstd, dims, channels_last = self._parts(saved, ctx.penalty_part)
+        a_out, a_x, g_xn = saved.pop("a_out"), saved.pop("a_x"), saved.pop("g_xn")
+        u, _ = self.grouped(t_in, channels_last)
+        u_xn = _mean(u * xn, dims)
+        t_n = self._project(u, xn, rstd, dims, u_xn)
+        # h̄ = −r·[mean(u⊙a_x)·x̂ + mean(g⊙x̂)·t_n + mean(u⊙x̂)·a_x]  (the dots over n)
+        curvature = torch.addcmul(xn * _mean(u * a_x, dims), t_n, g_xn)
+        curvature.addcmul_(a_x, u_xn).mul_(-rstd)
+        saved["curvature"] = self.ungroup(curvature, t_in, channels_last)
+        t_n = self.ungroup(t_n, t_in, channels_last)
         if self.weight_index is not None:
-            _, dims = self.affine_view(t_n)
-            ctx.add_grad(self.weight_index, (t_n * a_out).sum(dim=dims))
+            _, sum_dims = self.affine_view(t_n)
+            ctx.add_grad(self.weight_index, (t_n * a_out).sum(dim=sum_dims))
         return self._scale(t_n)
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
-        xn, rstd = ctx.backward_part(saved["xn"]), ctx.backward_part(saved["rstd"])
-        _, dims = self.affine_view(g_out)
+        xn, rstd, dims, channels_last = self._parts(saved, ctx.backward_part)
+        _, sum_dims = self.affine_view(g_out)
         if self.weight_index is not None:
-            ctx.add_grad(self.weight_index, (g_out * xn.view_as(g_out)).sum(dim=dims))
+            normalized = self.ungroup(xn, g_out, channels_last)
+            ctx.add_grad(self.weight_index, (g_out * normalized).sum(dim=sum_dims))
         if self.bias_index is not None:
-            ctx.add_grad(self.bias_index, g_out.sum(dim=dims))
+            ctx.add_grad(self.bias_index, g_out.sum(dim=sum_dims))
         if not need_input:
             return None
-        g_x = self._project(self.grouped(self._scale(g_out)), xn, rstd).view_as(g_out)
-        return ctx.inject(g_x, saved.pop("curvature", None))
+        g, _ = self.grouped(self._scale(g_out), channels_last)
+        g_x = self._project(g, xn, rstd, dims, _mean(g * xn, dims))
+        return ctx.inject(self.ungroup(g_x, g_out, channels_last), saved.pop("curvature", None))
 
 
 class LayerNormRule(NormRule):
     """``nn.LayerNorm``: one group per sample position over the trailing ``normalized_shape``."""
 
-    def grouped(self, v: torch.Tensor) -> torch.Tensor:
+    def grouped(self, v: torch.Tensor, channels_last: bool):
         size = 1
         for s in self.module.normalized_shape:
             size *= s
-        return v.reshape(*v.shape[:v.dim() - len(self.module.normalized_shape)], size)
+        return v.reshape(*v.shape[:v.dim() - len(self.module.normalized_shape)], size), (-1,)
+
+    def ungroup(self, r, like, channels_last):
+        return r.reshape(like.shape)
 
     def affine_view(self, like: torch.Tensor):
         dims = list(range(like.dim() - len(self.module.normalized_shape)))
         return self.module.weight, dims
 
-    def normalize(self, x: torch.Tensor):
+    def normalize(self, x: torch.Tensor, channels_last: bool):
         m = self.module
         y, mean, rstd = torch.native_layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
-        stats_shape = (*self.grouped(x).shape[:-1], 1)
+        stats_shape = (*self.grouped(x, channels_last)[0].shape[:-1], 1)
         return y, mean.reshape(stats_shape), rstd.reshape(stats_shape)
 
 
 class GroupNormRule(NormRule):
-    """``nn.GroupNorm``: ``num_groups`` groups of channels (with all their positions) per sample."""
+    """``nn.GroupNorm``: ``num_groups`` groups of channels (with all their positions) per sample.
 
-    def grouped(self, v: torch.Tensor) -> torch.Tensor:
-        return v.reshape(v.shape[0], self.module.num_groups, -1)
+    Contiguous tensors are grouped as ``(B, G, C/G·HW)``; channels-last images as the
+    ``(B, HW, G, C/G)`` view of their memory."""
+
+    def groups(self, channels: int) -> int:
+        return self.module.num_groups
+
+    def grouped(self, v: torch.Tensor, channels_last: bool):
+        groups = self.groups(v.shape[1])
+        if channels_last:
+            batch, channels = v.shape[:2]
+            v = v.contiguous(memory_format=torch.channels_last)  # a view when it already is
+            return v.permute(0, 2, 3, 1).reshape(batch, -1, groups, channels // groups), (1, 3)
+        return v.reshape(v.shape[0], groups, -1), (2,)
+
+    def ungroup(self, r, like, channels_last):
+        if channels_last:
+            batch, channels, height, width = like.shape
+            return r.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        return r.reshape(like.shape)
 
     def affine_view(self, like: torch.Tensor):
         gamma = self.module.weight
@@ -127,27 +180,22 @@ class GroupNormRule(NormRule):
             gamma = gamma.view(-1, *([1] * (like.dim() - 2)))
         return gamma, [0, *range(2, like.dim())]
 
-    def normalize(self, x: torch.Tensor):
+    def normalize(self, x: torch.Tensor, channels_last: bool):
         m = self.module
         batch, channels = x.shape[:2]
+        groups = self.groups(channels)
         y, mean, rstd = torch.native_group_norm(x, m.weight, m.bias, batch, channels,
-                                                x[0, 0].numel(), m.num_groups, m.eps)
-        return y, mean.unsqueeze(-1), rstd.unsqueeze(-1)
+                                                x[0, 0].numel(), groups, m.eps)
+        shape = (batch, 1, groups, 1) if channels_last else (batch, groups, 1)
+        return y, mean.view(shape), rstd.view(shape)
 
 
 class InstanceNormRule(GroupNormRule):
     """``nn.InstanceNorm1d/2d/3d`` with instance statistics: each channel of each sample is one
     group (GroupNorm with one group per channel), affine or not."""
 
-    def grouped(self, v: torch.Tensor) -> torch.Tensor:
-        return v.reshape(v.shape[0], v.shape[1], -1)
-
-    def normalize(self, x: torch.Tensor):
-        m = self.module
-        batch, channels = x.shape[:2]
-        y, mean, rstd = torch.native_group_norm(x, m.weight, m.bias, batch, channels,
-                                                x[0, 0].numel(), channels, m.eps)
-        return y, mean.unsqueeze(-1), rstd.unsqueeze(-1)
+    def groups(self, channels: int) -> int:
+        return channels
 
 
 class BatchNormEvalRule(Rule):
