@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -61,6 +62,36 @@ class ConditionalCritic(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.body(x)
         return self.head(h).squeeze(1) + (self.embed(labels) * h).sum(dim=1)
+
+
+class DropoutConvCritic(nn.Module):
+    """Dropout in training mode as conv critics write it: ``Dropout2d`` (a mask per channel)
+    after a convolution, ``F.dropout`` (a mask per element) on a 4-D activation, which the
+    engine runs channels-last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 4, 2, 1)
+        self.drop = nn.Dropout2d(0.25)
+        self.conv2 = nn.Conv2d(6, 8, 4, 2, 1, padding_mode="circular")
+        self.fc = nn.Linear(8 * 2 * 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(F.leaky_relu(self.conv1(x), 0.2))
+        h = F.dropout(F.leaky_relu(self.conv2(h), 0.2), 0.3, training=self.training)
+        return self.fc(h.flatten(1))
+
+
+#: Critics with dropout in training mode, and their sample shapes.
+DROPOUT_CRITICS = {
+    "mlp_dropout": (lambda: nn.Sequential(
+        nn.Linear(5, 16), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(16, 16), nn.ReLU(),
+        nn.Dropout(0.3), nn.Linear(16, 1)), (5,)),
+    "smooth_dropout": (lambda: nn.Sequential(
+        nn.Linear(5, 16), nn.Tanh(), nn.Dropout(0.4), nn.Linear(16, 16), nn.SiLU(),
+        nn.Linear(16, 1)), (5,)),
+    "conv_dropout": (DropoutConvCritic, (3, 8, 8)),
+}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from backends import AVAILABLE, BACKENDS
+from critics import DROPOUT_CRITICS
 from helpers import FP32_TOL, FP64_TOL, parameter_gradients, relative_error
 from torch import nn
 
@@ -241,6 +242,52 @@ def test_channels_last_and_contiguous_formats_agree():
     assert relative_error(results[0], results[1]) <= FP64_TOL
 
 
+def _one_mask_per_forward_oracle(critic, real, fake, eps):
+    """The step's forwards written with autograd, each drawing one mask over its rows: the
+    W-loss rows ``[real; fake]``, then ``x̂``. Returns the penalty and the parameter gradients
+    of the loss."""
+    m = real.shape[0]
+    x_hat = reference.interpolate(real, fake, eps).requires_grad_(True)
+    loss_scores = critic(torch.cat([real, fake])).reshape(-1)
+    penalty_scores = critic(x_hat).reshape(-1)
+    value, _ = reference.norm_penalty(reference.input_gradient(x_hat, penalty_scores))
+    loss = loss_scores[m:].mean() - loss_scores[:m].mean() + value
+    return value.detach(), parameter_gradients(loss, critic)
+
+
+@pytest.mark.parametrize("name", list(DROPOUT_CRITICS))
+def test_a_step_with_dropout_draws_one_mask_per_forward_over_its_stacked_rows(name):
+    build, shape = DROPOUT_CRITICS[name]
+    torch.manual_seed(0)
+    critic = build().double()
+    real, fake, eps = _inputs(shape, 5)
+    torch.manual_seed(3)
+    result, grads = _fused(critic, real, fake, eps)
+    assert all(torch.isfinite(g).all() for g in grads)
+    torch.manual_seed(3)
+    value, expected = _one_mask_per_forward_oracle(critic, real, fake, eps)
+    assert relative_error(result.penalty, value) <= FP64_TOL
+    assert relative_error(grads, expected) <= FP64_TOL
+
+
+def test_dropout_with_p_0_in_training_mode_steps_as_in_eval_mode():
+    """p is read at every step, as the module's own forward reads it: setting it to 0 after
+    the critic was read takes effect without a new reading."""
+    build, shape = DROPOUT_CRITICS["mlp_dropout"]
+    critic = build().double()
+    real, fake, eps = _inputs(shape, 5)
+    fused = fastgp.FusedCritic(critic)
+    fused.step(real, fake, eps=eps)
+    for module in critic.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    fused.step(real, fake, eps=eps)
+    train = [p.grad.clone() for p in critic.parameters()]
+    critic.eval()
+    fused.step(real, fake, eps=eps)
+    assert relative_error(train, [p.grad for p in critic.parameters()]) <= FP64_TOL
+
+
 @pytest.mark.parametrize("backend", [b for b in AVAILABLE if b != "triton"])
 def test_compiled_step_equals_eager_without_recompiling(backend):
     torch._dynamo.reset()
@@ -285,7 +332,8 @@ def test_inductor_compiled_step_equals_eager():
 
 @pytest.mark.parametrize("layer,message", [
     (nn.BatchNorm1d(4), "mixes the samples"),
-    (nn.Dropout(0.1), "Dropout"),
+    (nn.AlphaDropout(0.1), "AlphaDropout"),
+    (nn.FeatureAlphaDropout(0.1), "FeatureAlphaDropout"),
     (nn.Embedding(3, 4), "Embedding"),
 ])
 def test_unsupported_layers_are_named_and_point_to_tier1(layer, message):

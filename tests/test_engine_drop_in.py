@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from critics import FAMILY_IDS, ConditionalCritic, family
+from critics import DROPOUT_CRITICS, FAMILY_IDS, ConditionalCritic, family
 from helpers import FP32_TOL, FP64_TOL, relative_error
 from test_engine_trace import CRITICS as TRACED
 from test_engine_trace import _case
@@ -66,6 +66,30 @@ def test_auto_drop_in_equals_autograd_on_the_test_families_in_fp32(fam):
     if not readable:
         with pytest.raises(UnsupportedLayerError):
             fastgp.gradient_penalty(critic, real, fake, eps=eps, method="explicit")
+
+
+@pytest.mark.parametrize("name", list(DROPOUT_CRITICS))
+@pytest.mark.parametrize("penalty", ["gp", "lp", "r1"])
+def test_dropout_in_training_mode_gives_autograds_penalty_and_gradients(name, penalty):
+    """Same seed, same masks: the engine draws each dropout's mask in its forward as the
+    critic's own call does, and shares it with the adjoint and tangent passes, as autograd's
+    double backward shares the mask of its one call."""
+    build, shape = DROPOUT_CRITICS[name]
+    torch.manual_seed(0)
+    critic = build().double()
+    generator = torch.Generator().manual_seed(1)
+    real, fake = (torch.randn((6, *shape), generator=generator, dtype=torch.float64)
+                  for _ in range(2))
+    eps = torch.rand(6, generator=generator, dtype=torch.float64)
+    results = {}
+    for method in ("explicit", "autograd", "eval"):
+        critic.train(method != "eval")
+        torch.manual_seed(2)
+        results[method] = _user_step(critic, real, fake, eps,
+                                     "explicit" if method == "eval" else method, penalty)
+    assert relative_error(results["explicit"][0], results["autograd"][0]) <= FP64_TOL
+    assert relative_error(results["explicit"][1], results["autograd"][1]) <= FP64_TOL
+    assert relative_error(results["explicit"][1], results["eval"][1]) > 1e-3  # masks applied
 
 
 def test_norms_are_returned_on_the_explicit_path():

@@ -74,10 +74,26 @@ LAYERS = {
         nn.Conv1d(3, 4, 3, padding=2, padding_mode="replicate"), nn.LeakyReLU(0.2)), (2, 3, 7)),
     "conv3d_reflect": (lambda: nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"),
                        (2, 2, 4, 4, 3)),
+    "conv1d_circular_leaky": (lambda: nn.Sequential(
+        nn.Conv1d(3, 4, 3, padding=2, padding_mode="circular"), nn.LeakyReLU(0.2)), (2, 3, 7)),
+    "conv2d_circular_same": (lambda: nn.Conv2d(3, 4, (3, 4), padding="same",
+                                               padding_mode="circular"), (2, 3, 5, 6)),
+    "conv3d_circular": (lambda: nn.Conv3d(2, 2, 3, padding=(1, 2, 1), padding_mode="circular"),
+                        (2, 2, 4, 4, 3)),
     "batchnorm2d_eval": (lambda: _trained_batch_norm(nn.BatchNorm2d(3)), (2, 3, 4, 5)),
     "batchnorm1d_eval_no_affine": (lambda: _trained_batch_norm(nn.BatchNorm1d(4, affine=False)),
                                    (3, 4)),
     "dropout_eval": (lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).eval(), (3, 4)),
+    # Training mode: the oracle and the rule draw their masks after the same seed.
+    "dropout_train": (lambda: nn.Sequential(nn.Linear(7, 5), nn.Dropout(0.4)), (3, 7)),
+    "dropout1d_train": (lambda: nn.Sequential(nn.Conv1d(3, 4, 3), nn.Dropout1d(0.5)), (3, 3, 7)),
+    "dropout2d_train_in_place": (lambda: nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.LeakyReLU(0.2), nn.Dropout2d(0.5, inplace=True)), (3, 3, 5, 6)),
+    "dropout3d_train": (lambda: nn.Dropout3d(0.3), (3, 4, 3, 2, 3)),
+    "dropout_p1_train": (lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(1.0)), (3, 4)),
+    "dropout_functional": (lambda: Written(lambda x: F.dropout3d(
+        torch.tanh(F.dropout(2 * x, 0.3, inplace=True)), p=0.6, training=True)),
+                           (3, 4, 2, 3, 2)),
     "pools_functional": (lambda: Written(lambda x: F.adaptive_avg_pool2d(
         F.max_pool2d(F.avg_pool2d(x, 2, padding=1), kernel_size=2, stride=1), (2, 1))),
                          (2, 3, 7, 6)),
@@ -86,6 +102,14 @@ LAYERS = {
     "chunk_and_split": (lambda: Written(_pieces), (3, 6, 2)),
     "pad_functional": (lambda: Written(lambda x: F.pad(F.pad(x, [1, 2, 0, 1], mode="reflect"),
                                                        [1, 1, 2, 0], value=0.5)), (2, 3, 4, 5)),
+    "pad_circular_1d": (lambda: Written(lambda x: F.pad(x, [3, 1], mode="circular")), (2, 3, 5)),
+    "pad_circular_2d": (lambda: Written(lambda x: F.pad(x, [1, 3, 2, 0], mode="circular")),
+                        (2, 3, 4, 5)),
+    "pad_circular_3d": (lambda: Written(lambda x: F.pad(x, [0, 2, 1, 1, 3, 1], "circular")),
+                        (2, 2, 4, 3, 5)),
+    # torch crops by negative pads first, then wraps the cropped tensor.
+    "pad_circular_crops": (lambda: Written(lambda x: F.pad(x, [-1, 2, 1, -2], mode="circular")),
+                           (2, 3, 4, 5)),
     # The tensor ops between layers (fastgp.engine.tensor_ops), each inside a small forward.
     "view_size": (lambda: Written(lambda x: x.view(x.size(0), -1)), (3, 2, 4)),
     "flatten_unsqueeze_squeeze": (lambda: Written(
@@ -180,11 +204,13 @@ def test_rule_passes_match_autograd(name):
     y_shape = module(x).shape
     a, g = torch.randn(y_shape, dtype=torch.float64), torch.randn(y_shape, dtype=torch.float64)
     t = torch.randn(shape, dtype=torch.float64)
+    torch.manual_seed(1)  # a dropout in training mode draws the same mask in both
     expected = _oracle(module, x, a, t, g)
 
     rule = read_critic(module, list(module.parameters()))
     ctx, parameters = _context(module, shape[0])
     with torch.no_grad():
+        torch.manual_seed(1)
         y, saved = rule.forward(x, ctx)
         adjoint = rule.adjoint(saved, a, ctx)
         tangent = rule.tangent(saved, t, ctx)
@@ -224,3 +250,36 @@ def test_linear_followed_by_leaky_relu_is_one_fused_rule():
     graph = read_critic(critic, list(critic.parameters()))
     assert len(graph.nodes) == 2
     assert graph.nodes[0].rule.rule.negative_slope == 0.2
+
+
+@pytest.mark.parametrize("build,shape,memory_format", [
+    (lambda: nn.Dropout(0.3), (4, 3, 5, 6), torch.contiguous_format),
+    (lambda: nn.Dropout(0.3), (4, 3, 5, 6), torch.channels_last),
+    (lambda: nn.Dropout(0.3), (4, 2, 3, 5, 6), torch.channels_last_3d),
+    (lambda: Written(lambda x: F.dropout(2 * x, 0.7, inplace=True)), (5, 9),
+     torch.contiguous_format),
+    (lambda: nn.Dropout1d(0.3), (4, 3, 5), torch.contiguous_format),
+    (lambda: nn.Dropout2d(0.3), (4, 3, 5, 6), torch.channels_last),
+    (lambda: nn.Dropout3d(0.3), (4, 3, 5, 6, 2), torch.contiguous_format),
+    (lambda: Written(lambda x: F.dropout(x, 0.3)), (4, 3, 5, 6), torch.channels_last),
+    (lambda: Written(lambda x: F.dropout2d(x, 0.3)), (4, 3, 5, 6), torch.channels_last),
+], ids=["dropout", "dropout_channels_last", "dropout_channels_last_3d", "dropout_in_place",
+        "dropout1d", "dropout2d_channels_last", "dropout3d", "functional_channels_last",
+        "functional_2d_channels_last"])
+def test_dropout_draws_the_mask_of_the_modules_own_call(build, shape, memory_format):
+    """The engine's mask is the one ``module(h)`` applies to the contiguous activation of the
+    critic's eager call (a channels-last one included: the engine's format for image critics),
+    and the generator ends where that call leaves it."""
+    module = build().double()
+    h = torch.randn(shape, dtype=torch.float64)
+    torch.manual_seed(2)
+    expected = module(h.clone())
+    state = torch.get_rng_state()
+    rule = read_critic(module, [])
+    torch.manual_seed(2)
+    with torch.no_grad():
+        got, _ = rule.forward(h.contiguous(memory_format=memory_format), _context(module, 4)[0])
+    assert torch.equal(got, expected)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert got.is_contiguous(memory_format=memory_format)  # the step keeps its format
+    assert 0 < (got == 0).sum() < got.numel()

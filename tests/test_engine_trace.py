@@ -119,6 +119,22 @@ class Smooth(nn.Module):
         return self.l3(F.softplus(h, beta=2.0)).unsqueeze(-1).unsqueeze(-1)
 
 
+class PeriodicCritic(nn.Module):
+    """Circular padding, as for periodic signals: a convolution's padding_mode and F.pad with
+    asymmetric pads."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1, padding_mode="circular")
+        self.down = nn.Conv2d(6, 4, (3, 4), stride=2)
+        self.fc = nn.Linear(4 * 4 * 4, 1)
+
+    def forward(self, x):
+        h = F.leaky_relu(self.conv(x), 0.2)
+        h = self.down(F.pad(h, [1, 2, 0, 1], mode="circular"))
+        return self.fc(F.leaky_relu(h, 0.2).flatten(1))
+
+
 class Doubling(nn.Sequential):
     def forward(self, x):
         return 2 * super().forward(x)
@@ -158,6 +174,7 @@ CRITICS = {
     "sum_pool_resnet": (lambda: SumPoolResNetCritic(3, 4), (3, 8, 8)),
     "sequence_critic": (SequenceCritic, (4, 9)),
     "learned_gains": (LearnedGains, (4,)),
+    "circular_padding": (PeriodicCritic, (3, 8, 8)),
 }
 
 
@@ -314,6 +331,15 @@ class UnknownLayer(nn.Module):
         return self.head(self.drop(self.fc(x)))
 
 
+class AlphaDropoutCall(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.fc(F.alpha_dropout(x, 0.2, training=True))
+
+
 @pytest.mark.parametrize("critic,words", [
     (ControlFlow(), ["cannot be traced", "test_engine_trace.py:", "if x.sum() > 0"]),
     (Bilinear(), ["mul", "test_engine_trace.py:", "self.fc(x) * x", "bilinear"]),
@@ -321,6 +347,7 @@ class UnknownLayer(nn.Module):
     (TwoInputs(), ["second input 'y'", "cond="]),
     (StackedPieces(), ["pieces", "one at a time by integer position", "x.chunk(2, 1)[::-1]"]),
     (UnknownLayer(), ["'drop'", "Hardswish"]),
+    (AlphaDropoutCall(), ["alpha_dropout", "F.alpha_dropout(x, 0.2, training=True)"]),
     (ViewOfChangedTensor(), ["relu_", "h.view(h.shape[0], 3)", "h.relu_()", "aliasing"]),
 ])
 def test_what_the_reader_cannot_read_is_refused_naming_the_op_and_line(critic, words):

@@ -104,7 +104,8 @@ class FusedCritic:
         critic: any ``nn.Module`` whose ``forward`` combines the layers of
             :mod:`fastgp.engine.layers` with the tensor ops of :mod:`fastgp.engine.tensor_ops`
             (Linear, ConvNd, (Leaky)ReLU, smooth activations, LayerNorm, GroupNorm, pooling,
-            Flatten/Unflatten, Identity; skips, views, sums, cat and scaling between them),
+            padding, dropout, Flatten/Unflatten, Identity; skips, views, sums, cat and scaling
+            between them),
             read from its code by :mod:`fastgp.engine.trace`. Anything else raises
             :class:`~fastgp.engine.UnsupportedLayerError`; :func:`fastgp.gradient_penalty` works
             with any critic.
@@ -188,6 +189,11 @@ class FusedCritic:
         Every ``.grad`` set has its parameter's shape, strides, dtype and device, so any
         optimizer (fused Adam included) reads it as it would read autograd's; a parameter with
         ``requires_grad=False`` gets ``.grad = None``.
+
+        A dropout in training mode draws one mask per forward pass, over the stacked rows of
+        that pass, and the adjoint, tangent and backward after it share that mask
+        (:mod:`fastgp.engine.dropout`): GP/LP run ``[real; fake]``, then ``x̂``; R1/R2 run
+        ``[real; fake]`` once (each micro-batch its own forwards).
         """
         if self.conditions:
             raise ValueError("FusedCritic.step runs critics without conditional inputs; the "
@@ -250,7 +256,8 @@ class FusedCritic:
         This is what :func:`fastgp.gradient_penalty` adds to the user's own W-loss: forward,
         adjoint and tangent over the rows of ``x`` only, plus — for critics with curvature — a
         backward over them that carries the curvature terms. ``conditions`` are the critic's
-        inputs after ``x`` (one row per row of ``x``), constants of the penalty.
+        inputs after ``x`` (one row per row of ``x``), constants of the penalty. A dropout in
+        training mode draws its mask once, over the rows of ``x``, as ``critic(x)`` would.
         """
         self._refresh()
         backend = public_backend(resolve(self.backend, x.device), x.device)

@@ -2,7 +2,7 @@
 
 ``layer_rule(module, name, index, slope)`` maps a ``Linear``/``ConvNd`` (optionally with the
 slope of a following (Leaky)ReLU fused into it, so that the bias add, the activation and its
-1-byte mask are one op), an activation, a norm, a pool, ``Flatten``/``Unflatten`` or
+1-byte mask are one op), an activation, a norm, a pool, a dropout, ``Flatten``/``Unflatten`` or
 ``Identity`` to its rule, with its parameters given as positions by ``index``. Any other layer
 raises :class:`UnsupportedLayerError` naming it. How a critic's code combines its layers is
 read by :mod:`fastgp.engine.trace`.
@@ -17,6 +17,7 @@ from torch import nn
 from fastgp.engine.activations import LeakyRule, SmoothRule, smooth_derivatives
 from fastgp.engine.affine import ConvRule, LinearRule
 from fastgp.engine.base import Rule, UnsupportedLayerError
+from fastgp.engine.dropout import DropoutRule
 from fastgp.engine.linear_maps import (
     AdaptiveAvgPoolRule,
     AvgPoolRule,
@@ -41,7 +42,9 @@ _AVG_POOLS = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
 _ADAPTIVE_POOLS = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
 _MAX_POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
 _INSTANCE_NORMS = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+# Each dropout with the spatial dims of its channel-wise mask (None: element-wise). Alpha and
+# feature-alpha dropout are not among them: they are refused by name.
+_DROPOUTS = {nn.Dropout: None, nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}
 _BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
 
@@ -129,14 +132,10 @@ def layer_rule(module: nn.Module, name: str, positions: ParameterPositions,
                 "training they change with every call, which the engine's passes do not "
                 "replay; the default InstanceNorm (track_running_stats=False) is read")
         return InstanceNormRule(module, index(module.weight), index(module.bias))
-    if isinstance(module, _DROPOUTS):
-        if module.training and module.p > 0:
-            raise UnsupportedLayerError(
-                f"layer {name!r} ({type(module).__name__}) in training mode draws a new mask "
-                "on every call, which the engine's passes cannot share yet; call "
-                "critic.eval() for the penalty, or use fastgp.gradient_penalty(method="
-                "'autograd')")
-        return IdentityRule(module)
+    dropout = next((cls for cls in _DROPOUTS if isinstance(module, cls)), None)
+    if dropout is not None:
+        # Training mode: one mask drawn per forward, shared by the passes after it.
+        return DropoutRule(module, _DROPOUTS[dropout]) if module.training else IdentityRule(module)
     if isinstance(module, _BATCH_NORMS) and uses_running_statistics(module):
         return BatchNormEvalRule(module, index(module.weight), index(module.bias))
     if isinstance(module, _BATCH_NORMS):
@@ -147,7 +146,8 @@ def layer_rule(module: nn.Module, name: str, positions: ParameterPositions,
             "statistics BatchNorm is a per-channel affine map, which the engine reads)")
     raise UnsupportedLayerError(
         f"FusedCritic has no rule for layer {name!r} ({type(module).__name__}). Supported: "
-        "Linear, Conv1d/2d/3d (zeros, reflect or replicate padding), ReLU, LeakyReLU, SiLU, "
-        "Tanh, Sigmoid, Softplus, ELU, GELU, LayerNorm, GroupNorm, InstanceNorm, AvgPool, "
-        "AdaptiveAvgPool, MaxPool, Flatten, Unflatten, Identity, Dropout (eval), and modules "
+        "Linear, Conv1d/2d/3d (zeros, reflect, replicate or circular padding), ReLU, LeakyReLU, "
+        "SiLU, Tanh, Sigmoid, Softplus, ELU, GELU, LayerNorm, GroupNorm, InstanceNorm, "
+        "AvgPool, AdaptiveAvgPool, MaxPool, Flatten, Unflatten, Identity, Dropout/Dropout1d/"
+        "2d/3d (eval, or training: one mask per forward pass; not alpha dropout), and modules "
         "whose forward combines these. fastgp.gradient_penalty works with any critic.")

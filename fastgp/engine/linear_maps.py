@@ -33,9 +33,7 @@ class LinearMap(Rule):
         """``Pᵀ grad`` for a batch of ``grad.shape[0]`` rows."""
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
-        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last)
-        return self.apply(x), {"shape": x.shape[1:], "channels_last": channels_last}
+        return self.apply(x), {"shape": x.shape[1:], "channels_last": _is_channels_last(x)}
 
     def _transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
         result = self.transpose(grad, saved)
@@ -53,6 +51,11 @@ class LinearMap(Rule):
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
         return self._transpose(g_out, saved) if need_input else None
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
 
 
 def _input_like(grad: torch.Tensor, saved: Saved) -> torch.Tensor:
@@ -140,25 +143,61 @@ _PAD_BACKWARD = {
 }
 
 
+def _unwrap(grad: torch.Tensor, dim: int, left: int, right: int) -> torch.Tensor:
+    """The transpose of one dim's circular pad ``y = [x[n−l:], x, x[:r]]`` (``n`` entries):
+    ``x̄ = ȳ[l:l+n]``, plus ``ȳ[:l]`` onto the last ``l`` entries and ``ȳ[l+n:]`` onto the first
+    ``r`` (torch refuses pads that wrap more than once: ``l, r ≤ n``)."""
+    size = grad.shape[dim] - left - right
+    result = grad.narrow(dim, left, size).clone()  # keeps a channels-last gradient's format
+    result.narrow(dim, size - left, left).add_(grad.narrow(dim, 0, left))
+    result.narrow(dim, 0, right).add_(grad.narrow(dim, left + size, right))
+    return result
+
+
+def _circular_transpose(grad: torch.Tensor, pad: list[int]) -> torch.Tensor:
+    """``Pᵀ grad`` of ``F.pad(x, pad, mode="circular")``.
+
+    torch crops by the negative pads first, then wraps the cropped tensor by the positive ones,
+    one dim at a time (``pad`` pairs run from the last dim backwards): the map is a product
+    over dims, so its transpose unwraps each dim, then puts the cropped entries back as zeros.
+    """
+    for pair in range(len(pad) // 2):
+        left, right = max(pad[2 * pair], 0), max(pad[2 * pair + 1], 0)
+        if left or right:
+            grad = _unwrap(grad, grad.dim() - 1 - pair, left, right)
+    crops = [max(-p, 0) for p in pad]
+    return F.pad(grad, crops) if any(crops) else grad
+
+
 class PadRule(Rule):
     """``F.pad`` with zeros (the transpose crops), ``reflect`` or ``replicate`` (the transpose
-    adds the copied border back onto the positions it came from); ``pad`` as ``F.pad`` takes it.
-    A constant other than zero is a shift: the same slopes."""
+    adds the copied border back onto the positions it came from: aten's pad backward) or
+    ``circular`` (the same, written out in :func:`_circular_transpose`); ``pad`` as ``F.pad``
+    takes it. A constant other than zero is a shift: the same slopes."""
 
     def __init__(self, pad: list[int], mode: str, value: float = 0.0) -> None:
         self.pad, self.mode, self.value = list(pad), mode, value
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
-        if self.mode != "constant" and (self.mode, x.dim()) not in _PAD_BACKWARD:
+        if self.mode in ("reflect", "replicate") and (self.mode, x.dim()) not in _PAD_BACKWARD:
             raise UnsupportedLayerError(
                 f"{self.mode} padding of a {x.dim()}-D tensor: the engine pads 3-D to 5-D "
-                "tensors with zeros, reflect or replicate")
+                "tensors with reflect or replicate (zeros and circular: what F.pad takes)")
         kwargs = {"value": self.value} if self.mode == "constant" else {}
-        return F.pad(x, self.pad, mode=self.mode, **kwargs), {"shape": x.shape[1:]}
+        return self._pad(F.pad(x, self.pad, mode=self.mode, **kwargs), x), {"shape": x.shape[1:]}
+
+    def _pad(self, padded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``padded`` in ``x``'s memory format: torch writes a circular pad of a channels-last
+        tensor contiguous, and every convolution after it would convert it back."""
+        if self.mode == "circular" and _is_channels_last(x):
+            return padded.contiguous(memory_format=torch.channels_last)
+        return padded
 
     def _transpose(self, grad: torch.Tensor, saved: Saved) -> torch.Tensor:
         if self.mode == "constant":
             return F.pad(grad, [-p for p in self.pad])  # negative padding crops
+        if self.mode == "circular":
+            return _circular_transpose(grad, self.pad)
         backward = _PAD_BACKWARD[(self.mode, grad.dim())]
         return backward(grad, _input_like(grad, saved), self.pad)
 
@@ -166,7 +205,8 @@ class PadRule(Rule):
         return self._transpose(a_out, saved)
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return F.pad(t_in, self.pad, mode=self.mode)  # the constant has no slope: zeros
+        # The constant has no slope: zeros.
+        return self._pad(F.pad(t_in, self.pad, mode=self.mode), t_in)
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:

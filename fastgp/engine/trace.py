@@ -117,7 +117,8 @@ def trace(critic: nn.Module) -> fx.GraphModule:
 _INPLACE_FUNCTIONS = {operator.iadd: operator.add, operator.isub: operator.sub,
                       operator.imul: operator.mul, operator.itruediv: operator.truediv,
                       torch.relu_: torch.relu, F.relu_: F.relu, F.leaky_relu_: F.leaky_relu}
-_FUNCTIONS_WITH_INPLACE_FLAG = {F.relu: 1, F.leaky_relu: 2, F.elu: 2, F.silu: 1, F.hardtanh: 3}
+_FUNCTIONS_WITH_INPLACE_FLAG = {F.relu: 1, F.leaky_relu: 2, F.elu: 2, F.silu: 1, F.hardtanh: 3,
+                                F.dropout: 3, F.dropout1d: 3, F.dropout2d: 3, F.dropout3d: 3}
 _VIEW_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "transpose", "permute",
                  "t", "expand", "view_as", "narrow", "select", "unflatten", "movedim", "swapaxes",
                  "swapdims", "chunk", "split", "unbind", "__getitem__"}
@@ -242,6 +243,10 @@ _FUNCTIONAL_POOLS = {
     F.adaptive_avg_pool2d: (nn.AdaptiveAvgPool2d, ["output_size"]),
     F.adaptive_avg_pool3d: (nn.AdaptiveAvgPool3d, ["output_size"]),
 }
+# Functional dropouts as the modules they equal (which then draw the mask, as they would).
+_FUNCTIONAL_DROPOUTS = {F.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d,
+                        F.dropout2d: nn.Dropout2d, F.dropout3d: nn.Dropout3d}
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
 _SIZE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}  # metadata, not values
 
 
@@ -593,13 +598,15 @@ class _Reader:
                        for position, value in enumerate(node.args) if position > 0}
             options |= {k: _static(node, v, k) for k, v in node.kwargs.items()}
             return LayerNode(layer_rule(module_class(**options), name, self.index, None))
+        if key in _FUNCTIONAL_DROPOUTS and len(inputs) == 1:
+            return LayerNode(layer_rule(self._dropout_module(node, key), name, self.index, None))
         if key is F.pad and len(inputs) == 1:
             pad = _static(node, _argument(node, 1, "pad"), "padding")
             mode = _static(node, _argument(node, 2, "mode", "constant"), "mode")
             value = _static(node, _argument(node, 3, "value", None), "value")
-            if mode not in ("constant", "reflect", "replicate"):
+            if mode not in _PAD_MODES:
                 raise UnsupportedLayerError(f"{name}: {mode} padding has no rule (zeros, "
-                                            "constants, reflect and replicate do)")
+                                            "constants, reflect, replicate and circular do)")
             return LayerNode(PadRule(list(pad), mode, 0.0 if value is None else float(value)))
         if key in (torch.cat, torch.concat, torch.concatenate):
             parts = _argument(node, 0, "tensors")
@@ -613,9 +620,18 @@ class _Reader:
             return self._scale_rule(node, key, inputs, name)
         raise UnsupportedLayerError(
             f"no rule for {name}. The engine reads layers (Linear, ConvNd, activations, "
-            "LayerNorm, GroupNorm, pools, Flatten) and, between them, view/reshape/flatten/"
-            "(un)squeeze/permute/transpose, sum/mean over non-batch dims, cat, x ± y, scaling "
-            "by constants; fastgp.gradient_penalty works with any critic")
+            "LayerNorm, GroupNorm, pools, dropout, padding, Flatten) and, between them, "
+            "view/reshape/flatten/(un)squeeze/permute/transpose, sum/mean over non-batch dims, "
+            "cat, x ± y, scaling by constants; fastgp.gradient_penalty works with any critic")
+
+    @staticmethod
+    def _dropout_module(node: fx.Node, key: Any) -> nn.Module:
+        """The dropout module that an ``F.dropout*(x, p, training, inplace)`` call equals (in
+        place or not matters on CUDA, where the two draw their masks differently)."""
+        p = float(_static(node, _argument(node, 1, "p", 0.5), "probability"))
+        training = bool(_static(node, _argument(node, 2, "training", True), "training flag"))
+        inplace = bool(_static(node, _argument(node, 3, "inplace", False), "inplace flag"))
+        return _FUNCTIONAL_DROPOUTS[key](p, inplace).train(training)
 
     def _sum_rule(self, node, key, inputs, name) -> NodeRule:
         sign = _ADDS[key]
