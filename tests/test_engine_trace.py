@@ -140,6 +140,41 @@ class Doubling(nn.Sequential):
         return 2 * super().forward(x)
 
 
+class EqualizedConv(nn.Module):
+    """ProGAN/StyleGAN's equalized learning rate: a raw weight scaled in forward."""
+
+    def __init__(self, channels_in, channels_out, kernel, **options):
+        super().__init__()
+        groups = options.get("groups", 1)
+        self.weight = nn.Parameter(torch.randn(channels_out, channels_in // groups, kernel,
+                                               kernel))
+        self.bias = nn.Parameter(0.1 * torch.randn(channels_out))
+        self.scale = (channels_in // groups * kernel * kernel) ** -0.5
+        self.options = options
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.scale, bias=self.bias, **self.options)
+
+
+class EqualizedCritic(nn.Module):
+    """Functional layers with weights computed in forward: scaled convolutions (stride,
+    padding='same', dilation, groups), a plain F.linear on a parameter and a smooth head."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = EqualizedConv(3, 8, 3, padding="same", dilation=1)
+        self.c2 = EqualizedConv(8, 8, 4, stride=(2, 2), padding=1, groups=2)
+        self.c3 = EqualizedConv(4, 8, 3, padding=2, dilation=2)
+        self.w = nn.Parameter(torch.randn(6, 8 * 4 * 4) * 0.1)
+        self.out = nn.Parameter(torch.randn(1, 6))
+
+    def forward(self, x):
+        h = F.leaky_relu(self.c1(x), 0.2)
+        h = F.leaky_relu(self.c2(h), 0.2)
+        h = F.leaky_relu(self.c3(h[:, :4]), 0.2)
+        return F.linear(torch.tanh(F.linear(h.flatten(1), self.w)), self.out)
+
+
 class LearnedGains(nn.Module):
     """Parameters read outside a layer: a SAGAN-style gain on a residual branch (zero at
     init in SAGAN; not here, so that it matters), a learned offset before a smooth activation
@@ -174,6 +209,7 @@ CRITICS = {
     "sum_pool_resnet": (lambda: SumPoolResNetCritic(3, 4), (3, 8, 8)),
     "sequence_critic": (SequenceCritic, (4, 9)),
     "learned_gains": (LearnedGains, (4,)),
+    "equalized_lr": (EqualizedCritic, (3, 8, 8)),
     "circular_padding": (PeriodicCritic, (3, 8, 8)),
 }
 
@@ -269,15 +305,15 @@ class Bilinear(nn.Module):
         return self.head(self.fc(x) * x)
 
 
-class FunctionalLinear(nn.Module):
-    """A weight used by ``F.linear`` outside its layer: bilinear in the input and a parameter."""
+class MatmulWithParameter(nn.Module):
+    """A parameter used by ``matmul`` (no rule) outside a layer."""
 
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(1, 3))
 
     def forward(self, x):
-        return F.linear(x, self.weight)
+        return torch.matmul(x, self.weight.t())
 
 
 class BatchMixing(nn.Module):
@@ -343,7 +379,7 @@ class AlphaDropoutCall(nn.Module):
 @pytest.mark.parametrize("critic,words", [
     (ControlFlow(), ["cannot be traced", "test_engine_trace.py:", "if x.sum() > 0"]),
     (Bilinear(), ["mul", "test_engine_trace.py:", "self.fc(x) * x", "bilinear"]),
-    (FunctionalLinear(), ["parameter or buffer", "F.linear(x, self.weight)"]),
+    (MatmulWithParameter(), ["parameter or buffer", "torch.matmul(x, self.weight.t())"]),
     (TwoInputs(), ["second input 'y'", "cond="]),
     (StackedPieces(), ["pieces", "one at a time by integer position", "x.chunk(2, 1)[::-1]"]),
     (UnknownLayer(), ["'drop'", "Hardswish"]),

@@ -54,6 +54,9 @@ class StepContext:
     #: embedding, a learned gain) and their cotangents, pulled back to the parameters by one
     #: first-order autograd call at the end of the passes (:meth:`GraphRule.factor_gradients`).
     factor_cotangents: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    #: ``(f, slot)``: off-path values used as a layer's weight (``F.conv2d(x, w * c)``), whose
+    #: cotangent is what the rules accumulate in ``grads[slot]``.
+    factor_slots: list[tuple[torch.Tensor | None, int]] = field(default_factory=list)
 
     def penalty_part(self, saved: torch.Tensor) -> torch.Tensor:
         return saved if self.penalty_rows is None else saved[self.penalty_rows]
@@ -82,6 +85,12 @@ class StepContext:
             full[rows] = cotangent
             cotangent = full
         self.factor_cotangents.append((factor, cotangent))
+
+    def factor_slot(self, factor: torch.Tensor | None) -> int:
+        """A new gradient slot whose sum becomes ``factor``'s cotangent (None: dropped)."""
+        self.grads.append(None)
+        self.factor_slots.append((factor, len(self.grads) - 1))
+        return len(self.grads) - 1
 
     def inject(self, grad_input: torch.Tensor, curvature: torch.Tensor | None) -> torch.Tensor:
         """Add a curvature cotangent ``h̄`` (penalty rows) to a backward result (backward rows)."""

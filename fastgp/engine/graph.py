@@ -201,6 +201,11 @@ class GraphRule(Rule):
         """Add ``(∂f/∂θ)ᵀ f̄`` of the off-path values ``f`` that depend on parameters (their
         cotangents ``f̄`` collected by the passes) to ``ctx.grads``: one first-order autograd
         call over graphs that do not involve x."""
+        for factor, slot in ctx.factor_slots:
+            if factor is not None and ctx.grads[slot] is not None:
+                ctx.factor_cotangents.append((factor, ctx.grads[slot]))
+            ctx.grads[slot] = None
+        ctx.factor_slots.clear()
         pairs = [(f, cotangent) for f, cotangent in ctx.factor_cotangents if f.requires_grad]
         ctx.factor_cotangents.clear()
         if not pairs:

@@ -35,6 +35,7 @@ from torch import fx, nn
 from fastgp.engine import activations as act
 from fastgp.engine.affine import FlattenLinearRule
 from fastgp.engine.base import Rule, UnsupportedLayerError
+from fastgp.engine.functional import CONV_OPTIONS, FUNCTIONAL_AFFINE, FunctionalAffine
 from fastgp.engine.graph import GraphRule, LayerNode, Node, NodeRule
 from fastgp.engine.layers import layer_rule, leaky_slope, parameter_index, weight_slot
 from fastgp.engine.linear_maps import PadRule
@@ -475,6 +476,7 @@ class _Reader:
             return
         if "factor" in kinds and not (node.op != "call_module" and (
                 out_of_place in _ADDS or out_of_place in _PRODUCTS
+                or out_of_place in FUNCTIONAL_AFFINE
                 or out_of_place in (torch.cat, torch.concat, torch.concatenate))):
             raise UnsupportedLayerError(
                 f"{_describe(node)} at {where(node)} combines the input with a parameter or "
@@ -608,6 +610,13 @@ class _Reader:
                 raise UnsupportedLayerError(f"{name}: {mode} padding has no rule (zeros, "
                                             "constants, reflect, replicate and circular do)")
             return LayerNode(PadRule(list(pad), mode, 0.0 if value is None else float(value)))
+        if key in FUNCTIONAL_AFFINE and len(inputs) == 1 and inputs[0] is _argument(
+                node, 0, "input"):
+            dims = FUNCTIONAL_AFFINE[key]
+            options = {option: _static(node, _argument(node, position, option, default), option)
+                       for position, (option, default) in enumerate(CONV_OPTIONS.items(),
+                                                                    start=3)} if dims else {}
+            return FunctionalAffine(name, dims, options)
         if key in (torch.cat, torch.concat, torch.concatenate):
             parts = _argument(node, 0, "tensors")
             on_path = [isinstance(part, fx.Node) and self.kind[part] == "tensor" for part in parts]
