@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from critics import ResidualCritic, SequenceCritic
 from helpers import FP32_TOL, FP64_TOL, relative_error
 from torch import nn
+from usual_critics import USUAL_CRITICS
 
 import fastgp
 from fastgp import reference
@@ -210,6 +211,7 @@ CRITICS = {
     "sequence_critic": (SequenceCritic, (4, 9)),
     "learned_gains": (LearnedGains, (4,)),
     "equalized_lr": (EqualizedCritic, (3, 8, 8)),
+    **USUAL_CRITICS,
     "circular_padding": (PeriodicCritic, (3, 8, 8)),
 }
 

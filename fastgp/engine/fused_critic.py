@@ -192,8 +192,9 @@ class FusedCritic:
 
         A dropout in training mode draws one mask per forward pass, over the stacked rows of
         that pass, and the adjoint, tangent and backward after it share that mask
-        (:mod:`fastgp.engine.dropout`): GP/LP run ``[real; fake]``, then ``x̂``; R1/R2 run
-        ``[real; fake]`` once (each micro-batch its own forwards).
+        (:mod:`fastgp.engine.dropout`): GP/LP run ``[real; fake]`` (on the CPU ``real``,
+        then ``fake``), then ``x̂``; R1/R2 run ``[real; fake]`` once (each micro-batch its own
+        forwards).
         """
         if self.conditions:
             raise ValueError("FusedCritic.step runs critics without conditional inputs; the "
@@ -316,15 +317,15 @@ class FusedCritic:
     def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
         """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk.
 
-        GP/LP run two independent halves: the W-loss rows (forward and backward over
-        ``[real; fake]``), then the penalty rows (forward over x̂, adjoint, penalty, tangent,
-        and — for critics with curvature — a backward over the x̂ rows that carries the
-        curvature terms). Each half works on fewer rows than one stacked batch of all three
-        would (a smaller working set: DCGAN-32 with InstanceNorm ran 1.15× the reference step
-        this way, 1.01× stacked), piecewise-linear critics free each layer's saved tensors as
-        their last pass goes, and the parameter gradients of the first half are the only thing
-        it leaves to the second. R1/R2 take the penalty at the W-loss rows themselves: one
-        stacked ``[real; fake]`` batch runs through all passes.
+        GP/LP run independent parts: the W-loss rows (forward and backward over ``[real;
+        fake]`` stacked on CUDA, over the real and then the fake rows on the CPU), then the
+        penalty rows (forward over x̂, adjoint, penalty, tangent, and — for critics with
+        curvature — a backward over the x̂ rows that carries the curvature terms). Each part
+        works on fewer rows than one stacked batch of all three would: a smaller working set
+        (docs/engine.md, row planning, has the measurements); piecewise-linear critics free each
+        layer's saved tensors as their last pass goes, and the parameter gradients are the
+        only thing a part leaves to the next. R1/R2 take the penalty at the W-loss rows
+        themselves: one stacked ``[real; fake]`` batch runs through all passes.
         """
         m = real.shape[0]
         kernels = {"leaky": _kernel("bias_leaky_relu", backend),
@@ -333,7 +334,14 @@ class FusedCritic:
             # The stacked batch is written first so that x̂ is mixed from it in its memory format.
             x = self._stack([real, fake])
             x_hat = _kernel("interpolate", backend)(x[:m], x[m:], eps)
-            wasserstein = self._loss_pass(x, StepContext(None, None, None, **kernels), batch)
+            if x.device.type == "cpu":
+                # Two passes of B rows: a stacked pass's activations outgrow the CPU's
+                # last-level cache on large critics (docs/engine.md, row planning).
+                wasserstein = sum(self._loss_pass(part, StepContext(None, None, None, **kernels),
+                                                  batch, sign)
+                                  for part, sign in ((x[:m], -1.0), (x[m:], 1.0)))
+            else:
+                wasserstein = self._loss_pass(x, StepContext(None, None, None, **kernels), batch)
             del x
             curvature = self.rule.curvature
             ctx = StepContext(None, None, slice(0, m) if curvature else None,
@@ -362,21 +370,24 @@ class FusedCritic:
                                                   batch, backend)
         return self._backward(saved, scores, ctx, batch), chunk_penalty, norms
 
-    def _loss_pass(self, x, ctx, batch):
-        """Forward over ``[real; fake]`` and the backward of its W-loss; returns the chunk's
-        share of W."""
+    def _loss_pass(self, x, ctx, batch, sign=None):
+        """Forward over ``[real; fake]`` (``sign`` None), or over the real (−1) or fake (+1)
+        rows alone, and the backward of its W-loss; returns the chunk's share of W."""
         scores, saved = self.rule.forward(x, ctx)
         self._mark(PHASES[0])
         self._check_scores(scores, x.shape[0])
-        return self._backward(saved, scores, ctx, batch)
+        return self._backward(saved, scores, ctx, batch, sign)
 
-    def _backward(self, saved, scores, ctx, batch):
-        """The last pass over ``[real; fake]``: the W-loss backward (and the curvature terms of
-        R1/R2); returns the chunk's share of W."""
-        m = scores.shape[0] // 2
+    def _backward(self, saved, scores, ctx, batch, sign=None):
+        """The last pass over ``[real; fake]`` (or one of them, by ``sign``): the W-loss
+        backward (and the curvature terms of R1/R2); returns the chunk's share of W."""
         # ∂loss/∂score: −1/B on the real rows, +1/B on the fake rows; W = −⟨seed, scores⟩.
-        seed = scores.new_full((2 * m,), 1.0 / batch)
-        seed[:m] = -1.0 / batch
+        if sign is None:
+            m = scores.shape[0] // 2
+            seed = scores.new_full((2 * m,), 1.0 / batch)
+            seed[:m] = -1.0 / batch
+        else:
+            seed = scores.new_full((scores.shape[0],), sign / batch)
         wasserstein = -torch.dot(scores.reshape(-1), seed)
         self.rule.backward(saved, seed.view(-1, *scores.shape[1:]), ctx, need_input=False)
         self.rule.factor_gradients(ctx)

@@ -36,11 +36,13 @@ def _mean(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 class NormRule(Rule):
     """Shared passes; subclasses define the groups, the forward and the affine broadcast.
 
-    Every pass works on a *grouped* view of its tensors in which each normalized group is
-    reduced over ``dims`` — for channels-last activations a view of the memory as it lies
-    (``(B, HW, G, C/G)``, reduced over dims 1 and 3), so no pass copies a tensor into another
-    layout. The adjoint keeps ``a_x = N(γ ⊙ a_y)`` and ``mean(γa_y ⊙ x̂)`` for the tangent pass,
-    which needs both; the group means are the dot products of the formulas above over ``n``.
+    The linear parts — ``a_x = N(γ ⊙ a_y)`` of the adjoint and, in the backward, ``g_x``,
+    ``∂γ`` and ``∂β`` — are PyTorch's own fused normalization backward kernels (one kernel each,
+    as autograd's first backward uses). The tangent pass works on a *grouped* view of its
+    tensors in which each normalized group is reduced over ``dims`` — for channels-last
+    activations a view of the memory as it lies (``(B, HW, G, C/G)``, reduced over dims 1 and
+    3), so no pass copies a tensor into another layout; the group means are the dot products of
+    the formulas above over ``n``. The forward keeps the input and the statistics, not ``x̂``.
     """
 
     curvature = True
@@ -63,47 +65,51 @@ class NormRule(Rule):
         """γ shaped to broadcast over ``like``, and the dims to sum ∂γ, ∂β over."""
 
     @abstractmethod
-    def normalize(self, x: torch.Tensor, channels_last: bool
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(y, μ, r)`` of the forward; ``μ`` and ``r`` shaped to broadcast over ``grouped(x)``."""
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(y, μ, r)`` of PyTorch's forward kernel (``μ``, ``r`` as that kernel returns them)."""
 
-    @staticmethod
-    def _project(v: torch.Tensor, xn: torch.Tensor, rstd: torch.Tensor, dims: tuple,
-                 v_xn: torch.Tensor) -> torch.Tensor:
-        """``N(v) = r·(v − mean(v) − x̂·mean(v ⊙ x̂))`` in the grouped view (``v_xn`` the last
-        mean)."""
-        return torch.addcmul(v - _mean(v, dims), xn, v_xn, value=-1.0).mul_(rstd)
+    @abstractmethod
+    def statistics(self, stat: torch.Tensor, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        """``μ`` or ``r`` of :meth:`normalize` shaped to broadcast over ``grouped(x)``."""
+
+    @abstractmethod
+    def native_backward(self, grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
+                        rstd: torch.Tensor, mask: list[bool]) -> tuple:
+        """PyTorch's backward kernel: ``(N(γ ⊙ grad), Σ grad ⊙ x̂, Σ grad)`` as ``mask`` asks."""
 
     def _scale(self, v: torch.Tensor) -> torch.Tensor:
         gamma, _ = self.affine_view(v)
         return v if gamma is None else v * gamma
 
     def forward(self, x: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, Saved]:
-        channels_last = _channels_last(x)
-        y, mean, rstd = self.normalize(x, channels_last)
-        grouped, dims = self.grouped(x, channels_last)
-        xn = (grouped - mean).mul_(rstd)
-        return y, {"xn": xn, "rstd": rstd, "dims": dims, "channels_last": channels_last}
+        y, mean, rstd = self.normalize(x)
+        return y, {"x": x, "mean": mean, "rstd": rstd, "channels_last": _channels_last(x)}
 
-    def _parts(self, saved: Saved, part) -> tuple[torch.Tensor, torch.Tensor, tuple, bool]:
-        return part(saved["xn"]), part(saved["rstd"]), saved["dims"], saved["channels_last"]
+    @staticmethod
+    def _parts(saved: Saved, part) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return part(saved["x"]), part(saved["mean"]), part(saved["rstd"])
 
     def adjoint(self, saved: Saved, a_out: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        xn, rstd, dims, channels_last = self._parts(saved, ctx.penalty_part)
-        g, _ = self.grouped(self._scale(a_out), channels_last)
-        g_xn = _mean(g * xn, dims)
-        a_x = self._project(g, xn, rstd, dims, g_xn)
-        saved.update(a_out=a_out, a_x=a_x, g_xn=g_xn)
-        return self.ungroup(a_x, a_out, channels_last)
+        x, mean, rstd = self._parts(saved, ctx.penalty_part)
+        a_x = self.native_backward(a_out, x, mean, rstd, [True, False, False])[0]
+        saved.update(a_out=a_out, a_x=a_x)
+        return a_x
 
     def tangent(self, saved: Saved, t_in: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        xn, rstd, dims, channels_last = self._parts(saved, ctx.penalty_part)
-        a_out, a_x, g_xn = saved.pop("a_out"), saved.pop("a_x"), saved.pop("g_xn")
+        x, mean, rstd = self._parts(saved, ctx.penalty_part)
+        channels_last = saved["channels_last"]
+        a_out, a_x = saved.pop("a_out"), saved.pop("a_x")
+        grouped_x, dims = self.grouped(x, channels_last)
+        rstd = self.statistics(rstd, x, channels_last)
+        xn = (grouped_x - self.statistics(mean, x, channels_last)).mul_(rstd)
+        g, _ = self.grouped(self._scale(a_out), channels_last)
+        a_x, _ = self.grouped(a_x, channels_last)
         u, _ = self.grouped(t_in, channels_last)
         u_xn = _mean(u * xn, dims)
-        t_n = self._project(u, xn, rstd, dims, u_xn)
+        # t_n = N(u) = r·(u − mean(u) − x̂·mean(u ⊙ x̂))
+        t_n = torch.addcmul(u - _mean(u, dims), xn, u_xn, value=-1.0).mul_(rstd)
         # h̄ = −r·[mean(u⊙a_x)·x̂ + mean(g⊙x̂)·t_n + mean(u⊙x̂)·a_x]  (the dots over n)
-        curvature = torch.addcmul(xn * _mean(u * a_x, dims), t_n, g_xn)
+        curvature = torch.addcmul(xn * _mean(u * a_x, dims), t_n, _mean(g * xn, dims))
         curvature.addcmul_(a_x, u_xn).mul_(-rstd)
         saved["curvature"] = self.ungroup(curvature, t_in, channels_last)
         t_n = self.ungroup(t_n, t_in, channels_last)
@@ -114,41 +120,56 @@ class NormRule(Rule):
 
     def backward(self, saved: Saved, g_out: torch.Tensor, ctx: StepContext,
                  need_input: bool) -> torch.Tensor | None:
-        xn, rstd, dims, channels_last = self._parts(saved, ctx.backward_part)
-        _, sum_dims = self.affine_view(g_out)
-        if self.weight_index is not None:
-            normalized = self.ungroup(xn, g_out, channels_last)
-            ctx.add_grad(self.weight_index, (g_out * normalized).sum(dim=sum_dims))
-        if self.bias_index is not None:
-            ctx.add_grad(self.bias_index, g_out.sum(dim=sum_dims))
+        x, mean, rstd = self._parts(saved, ctx.backward_part)
+        weight, bias = self.weight_index is not None, self.bias_index is not None
+        g_x, g_weight, g_bias = self.native_backward(g_out, x, mean, rstd,
+                                                     [need_input, weight, bias])
+        if weight:
+            ctx.add_grad(self.weight_index, g_weight)
+        if bias:
+            ctx.add_grad(self.bias_index, g_bias)
         if not need_input:
             return None
-        g, _ = self.grouped(self._scale(g_out), channels_last)
-        g_x = self._project(g, xn, rstd, dims, _mean(g * xn, dims))
-        return ctx.inject(self.ungroup(g_x, g_out, channels_last), saved.pop("curvature", None))
+        return ctx.inject(g_x, saved.pop("curvature", None))
 
 
 class LayerNormRule(NormRule):
     """``nn.LayerNorm``: one group per sample position over the trailing ``normalized_shape``."""
 
+    def _whole_sample(self, v: torch.Tensor, channels_last: bool) -> bool:
+        """Normalized over all of a channels-last sample: one group is the sample's memory."""
+        return channels_last and len(self.module.normalized_shape) == v.dim() - 1
+
     def grouped(self, v: torch.Tensor, channels_last: bool):
+        if self._whole_sample(v, channels_last):
+            v = v.contiguous(memory_format=torch.channels_last)  # a view when it already is
+            return v.permute(0, 2, 3, 1).reshape(v.shape[0], -1), (-1,)
         size = 1
         for s in self.module.normalized_shape:
             size *= s
         return v.reshape(*v.shape[:v.dim() - len(self.module.normalized_shape)], size), (-1,)
 
     def ungroup(self, r, like, channels_last):
+        if self._whole_sample(like, channels_last):
+            batch, channels, height, width = like.shape
+            return r.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
         return r.reshape(like.shape)
 
     def affine_view(self, like: torch.Tensor):
         dims = list(range(like.dim() - len(self.module.normalized_shape)))
         return self.module.weight, dims
 
-    def normalize(self, x: torch.Tensor, channels_last: bool):
+    def normalize(self, x: torch.Tensor):
         m = self.module
-        y, mean, rstd = torch.native_layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
-        stats_shape = (*self.grouped(x, channels_last)[0].shape[:-1], 1)
-        return y, mean.reshape(stats_shape), rstd.reshape(stats_shape)
+        return torch.native_layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+
+    def statistics(self, stat, x, channels_last):
+        return stat.reshape(*x.shape[:x.dim() - len(self.module.normalized_shape)], 1)
+
+    def native_backward(self, grad, x, mean, rstd, mask):
+        m = self.module
+        return torch.ops.aten.native_layer_norm_backward(grad, x, m.normalized_shape, mean, rstd,
+                                                         m.weight, m.bias, mask)
 
 
 class GroupNormRule(NormRule):
@@ -180,14 +201,23 @@ class GroupNormRule(NormRule):
             gamma = gamma.view(-1, *([1] * (like.dim() - 2)))
         return gamma, [0, *range(2, like.dim())]
 
-    def normalize(self, x: torch.Tensor, channels_last: bool):
+    def normalize(self, x: torch.Tensor):
         m = self.module
         batch, channels = x.shape[:2]
-        groups = self.groups(channels)
-        y, mean, rstd = torch.native_group_norm(x, m.weight, m.bias, batch, channels,
-                                                x[0, 0].numel(), groups, m.eps)
-        shape = (batch, 1, groups, 1) if channels_last else (batch, groups, 1)
-        return y, mean.view(shape), rstd.view(shape)
+        return torch.native_group_norm(x, m.weight, m.bias, batch, channels, x[0, 0].numel(),
+                                       self.groups(channels), m.eps)
+
+    def statistics(self, stat, x, channels_last):
+        batch, groups = stat.shape
+        return stat.view(batch, 1, groups, 1) if channels_last else stat.view(batch, groups, 1)
+
+    def native_backward(self, grad, x, mean, rstd, mask):
+        batch, channels = x.shape[:2]
+        if _channels_last(x) and not _channels_last(grad):
+            grad = grad.contiguous(memory_format=torch.channels_last)  # the kernel's layout
+        return torch.ops.aten.native_group_norm_backward(
+            grad, x, mean, rstd, self.module.weight, batch, channels, x[0, 0].numel(),
+            self.groups(channels), mask)
 
 
 class InstanceNormRule(GroupNormRule):

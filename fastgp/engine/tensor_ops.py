@@ -48,6 +48,14 @@ def _like_input(grad: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return grad.contiguous(memory_format=torch.channels_last) if channels_last else grad
 
 
+def _zeros_like_input(g: torch.Tensor, saved: dict) -> torch.Tensor:
+    """Zeros of the input's sample shape for ``g``'s rows, in the input's memory format (a
+    transposed index writes into it; converting it afterwards would copy it again)."""
+    layout = torch.channels_last if saved["channels_last"] else torch.contiguous_format
+    return torch.empty((g.shape[0], *saved["in"]), dtype=g.dtype, device=g.device,
+                       memory_format=layout).zero_()
+
+
 class LinearOp(NodeRule):
     """A per-sample linear op of one input: subclasses give ``L`` (``apply``) and ``Lᵀ``."""
 
@@ -373,9 +381,9 @@ class Select(NodeRule):
         return call(), {"index": index, "in": x.shape[1:], "channels_last": _channels_last(x)}
 
     def _transpose(self, saved, g):
-        out = g.new_zeros(g.shape[0], *saved["in"])
+        out = _zeros_like_input(g, saved)
         out[saved["index"]] = g
-        return [_like_input(out, saved["channels_last"])]
+        return [out]
 
     def adjoint(self, saved, a_out, ctx):
         return self._transpose(saved, a_out)
@@ -404,9 +412,9 @@ class Piece(NodeRule):
                      "channels_last": _channels_last(x)}
 
     def _transpose(self, saved, g):
-        out = g.new_zeros(g.shape[0], *saved["in"])
+        out = _zeros_like_input(g, saved)
         out.narrow(saved["dim"], saved["offset"], saved["size"]).copy_(g)
-        return [_like_input(out, saved["channels_last"])]
+        return [out]
 
     def adjoint(self, saved, a_out, ctx):
         return self._transpose(saved, a_out)
