@@ -54,6 +54,9 @@ LAYERS = {
     "adaptive_avgpool1d": (lambda: nn.AdaptiveAvgPool1d(3), (2, 3, 10)),
     "adaptive_avgpool2d": (lambda: nn.AdaptiveAvgPool2d((3, 2)), (2, 3, 7, 5)),
     "adaptive_avgpool3d": (lambda: nn.AdaptiveAvgPool3d(1), (2, 2, 3, 4, 5)),
+    "learned_gain_offset": (lambda: Gain(), (3, 5)),
+    "scaled_functional_linear": (lambda: ScaledLinear(), (3, 5)),
+    "scaled_functional_conv": (lambda: ScaledConv(), (2, 4, 7, 6)),
     "residual_smooth": (lambda: Residual(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.SiLU(),
                                                        nn.Conv2d(3, 3, 1)),
                                          nn.Sequential(nn.AvgPool2d(1), nn.Conv2d(3, 3, 1))),
@@ -166,6 +169,42 @@ def _in_place_add(x):
     return h
 
 
+class Gain(nn.Module):
+    """A learned gain and offset read outside a layer (the gain scales the input gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.rand(1, 5) + 0.5)
+        self.offset = nn.Parameter(torch.randn(5))
+
+    def forward(self, x):
+        return x * self.gain - self.offset
+
+
+class ScaledLinear(nn.Module):
+    """``F.linear`` with a weight scaled in forward (equalized learning rate)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 5))
+        self.bias = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return F.linear(x, self.weight * 0.5, self.bias)
+
+
+class ScaledConv(nn.Module):
+    """``F.conv2d`` with a weight scaled in forward, strided, padded and grouped."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 2, 3, 3))
+        self.bias = nn.Parameter(torch.randn(6))
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * 0.3, self.bias, 2, 1, 1, 2)
+
+
 def _context(module: nn.Module, rows: int) -> tuple[StepContext, list[nn.Parameter]]:
     parameters = list(module.parameters())
     ctx = StepContext(None, None, slice(0, rows), op_for("bias_leaky_relu", "torch"),
@@ -214,10 +253,12 @@ def test_rule_passes_match_autograd(name):
         y, saved = rule.forward(x, ctx)
         adjoint = rule.adjoint(saved, a, ctx)
         tangent = rule.tangent(saved, t, ctx)
-        penalty_grads = _filled(ctx.grads, parameters)
-        ctx.grads = [None] * len(parameters)
+        rule.factor_gradients(ctx)  # parameters read outside a layer (gains, scaled weights)
+        penalty_grads = _filled(ctx.grads[:len(parameters)], parameters)
+        ctx.grads[:len(parameters)] = [None] * len(parameters)
         backward_input = rule.backward(saved, g, ctx, need_input=True)
-        backward_grads = _filled(ctx.grads, parameters)
+        rule.factor_gradients(ctx)
+        backward_grads = _filled(ctx.grads[:len(parameters)], parameters)
 
     actual = (y, adjoint, tangent, penalty_grads, backward_input, backward_grads)
     labels = ("forward", "adjoint", "tangent", "penalty parameter grads",

@@ -201,11 +201,10 @@ class GraphRule(Rule):
         """Add ``(∂f/∂θ)ᵀ f̄`` of the off-path values ``f`` that depend on parameters (their
         cotangents ``f̄`` collected by the passes) to ``ctx.grads``: one first-order autograd
         call over graphs that do not involve x."""
-        for factor, slot in ctx.factor_slots:
+        for factor, slot in ctx.factor_slots:  # kept: a later pass may add to them again
             if factor is not None and ctx.grads[slot] is not None:
                 ctx.factor_cotangents.append((factor, ctx.grads[slot]))
             ctx.grads[slot] = None
-        ctx.factor_slots.clear()
         pairs = [(f, cotangent) for f, cotangent in ctx.factor_cotangents if f.requires_grad]
         ctx.factor_cotangents.clear()
         if not pairs:
@@ -213,7 +212,10 @@ class GraphRule(Rule):
         parameters = [p for p in self.positions.parameters if p.requires_grad]
         factors, cotangents = zip(*pairs, strict=True)
         with torch.enable_grad():
-            grads = torch.autograd.grad(factors, parameters, cotangents, allow_unused=True)
+            # retain_graph: a later pass may send the same values more cotangents (the graph
+            # is freed with the values, after the step).
+            grads = torch.autograd.grad(factors, parameters, cotangents, allow_unused=True,
+                                        retain_graph=True)
         for parameter, grad in zip(parameters, grads, strict=True):
             if grad is not None:
                 ctx.add_grad(self.positions(parameter), grad)
