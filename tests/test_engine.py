@@ -312,6 +312,31 @@ def test_compiled_step_equals_eager_without_recompiling(backend):
     assert len(frames) == 1
 
 
+@pytest.mark.parametrize("name,channels_last", [("dcgan", True), ("dcgan", False),
+                                                  ("resnet32", True), ("conv_groupnorm", True)])
+def test_conv_critic_steps_compile_in_one_graph_as_eager(name, channels_last):
+    """4-D critics compile with fullgraph=True through Inductor, in both memory formats (a
+    channels-last ``cat(out=)`` and fake kernels whose layouts differ from the real ones broke
+    this before), and a second step reuses the graph."""
+    torch._dynamo.reset()
+    critic, shape = _build(name, torch.float32)
+    fused = fastgp.FusedCritic(critic, channels_last=channels_last, backend="native"
+                               if "native" in AVAILABLE else "torch")
+
+    def step(real, fake, eps):
+        result = fused.step(real, fake, eps=eps)
+        return result.loss, [p.grad for p in critic.parameters()]
+
+    compiled = torch.compile(step, fullgraph=True)
+    for seed in range(2):
+        real, fake, eps = _inputs(shape, 4, torch.float32, seed=seed)
+        with torch._dynamo.config.patch(error_on_recompile=seed > 0):
+            loss, grads = compiled(real, fake, eps)
+        grads = [g.clone() for g in grads]
+        eager_loss, eager_grads = step(real, fake, eps)
+        assert relative_error(grads + [loss], eager_grads + [eager_loss]) <= FP32_TOL
+
+
 def test_inductor_compiled_step_equals_eager():
     torch._dynamo.reset()
     critic = toy_critic(2, 16)
