@@ -15,7 +15,7 @@ NATIVE ?= 1
 STAMP := $(VENV)/.installed
 SKIP_NATIVE := $(if $(filter 0,$(NATIVE)),-C wheel.cmake=false,)
 
-.PHONY: install run test lint bench bench-quick bench-pytest profile clean
+.PHONY: install run test lint bench bench-quick bench-pytest profile gpu-check gpu-check-dry-run clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp kernels/*/*.cu kernels/*/*/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,24 @@ bench-pytest: $(STAMP)
 
 profile: $(STAMP)
 	$(BIN)/fastgp profile --critic dcgan32 --batch 64
+
+# On a machine with NVIDIA GPUs: fastgp goes into that machine's own Python and CUDA torch
+# (GPU_PYTHON; nothing else is installed, so missing packages must already be there), with the
+# CUDA kernels when nvcc is found, then benchmarks/gpu_check.py runs every GPU check (at most a
+# few minutes) and writes runs/gpu-check/summary.md. gpu-check-dry-run: the same checks on the
+# CPU, CUDA-only ones skipped (CI runs it).
+GPU_PYTHON ?= python3
+NVCC := $(shell command -v nvcc 2>/dev/null)
+
+gpu-check:
+	$(GPU_PYTHON) -c "import sys, torch; sys.exit(None if torch.cuda.is_available() else 'no CUDA device visible to $(GPU_PYTHON): make gpu-check-dry-run checks on the CPU')"
+	TORCH_CUDA_ARCH_LIST=$$($(GPU_PYTHON) -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") \
+	  $(GPU_PYTHON) -m pip install --quiet --no-build-isolation --no-deps \
+	  $(if $(NVCC),-C cmake.define.FASTGP_CUDA=ON,) -C build-dir=build/gpu-check -e .
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out runs/gpu-check
+
+gpu-check-dry-run: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --dry-run --out runs/gpu-check-dry-run
 
 lint: $(STAMP)
 	$(BIN)/ruff check fastgp tests benchmarks
