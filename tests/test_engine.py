@@ -9,6 +9,7 @@ from backends import AVAILABLE, BACKENDS
 from critics import DROPOUT_CRITICS
 from helpers import FP32_TOL, FP64_TOL, parameter_gradients, relative_error
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastgp
 from fastgp import reference
@@ -335,6 +336,41 @@ def test_conv_critic_steps_compile_in_one_graph_as_eager(name, channels_last):
         grads = [g.clone() for g in grads]
         eager_loss, eager_grads = step(real, fake, eps)
         assert relative_error(grads + [loss], eager_grads + [eager_loss]) <= FP32_TOL
+
+
+class _DeviceSyncs(TorchDispatchMode):
+    """Counts the ops that read a tensor's value on the host (a device sync on CUDA)."""
+
+    SYNCING = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default,
+               torch.ops.aten.equal.default)
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.SYNCING
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["toy_mlp_relu", "dcgan", "conv_groupnorm"])
+def test_the_engine_step_and_the_drop_in_read_nothing_back_without_input_checks(name):
+    """No host read in the hot path (each is a device sync on CUDA): the engine step and the
+    drop-in penalty with its backward read no tensor value with ``check_inputs=False``; with the
+    checks on, the two finiteness checks of ``real`` and ``fake`` are the only reads."""
+    critic, shape = _build(name, torch.float32)
+    real, fake, _ = _inputs(shape, 4, torch.float32)
+    fused = fastgp.FusedCritic(critic)
+    fused.step(real, fake, check_inputs=False)  # the first step reads the critic
+    for check_inputs, expected in ((False, 0), (True, 2)):
+        with _DeviceSyncs() as syncs:
+            fused.step(real, fake, check_inputs=check_inputs)
+        assert syncs.count == expected, (check_inputs, syncs.count)
+        with _DeviceSyncs() as syncs:
+            loss = critic(fake).mean() - critic(real).mean()
+            loss = loss + fastgp.gradient_penalty(critic, real, fake, check_inputs=check_inputs)
+            loss.backward()
+        assert syncs.count == expected, (check_inputs, syncs.count)
 
 
 def test_inductor_compiled_step_equals_eager():
