@@ -3,8 +3,8 @@
 For each case (a critic and a batch) and each path, one process times the full critic step
 (median/min/max of interleaved repeats), counts one step (:mod:`fastgp.counting`) and models its
 H100 time (:mod:`fastgp.roofline`). Results go to ``bench.csv`` (one row per case and path, with
-the device, torch, fastgp and git versions), ``bench.md`` and ``bench.png``. Timings are reported,
-never asserted.
+the device, its fp32 precision settings (TF32), torch, fastgp and git versions), ``bench.md`` and
+``bench.png``. Timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 
 import fastgp
 from fastgp.counting import count
-from fastgp.profile import PATHS, critic_step, matmul_flops_per_second, paper_adam, time_interleaved
+from fastgp.profile import (
+    PATHS,
+    critic_step,
+    describe_float32_precision,
+    float32_precision,
+    matmul_flops_per_second,
+    paper_adam,
+    time_interleaved,
+)
 from fastgp.roofline import H100_SXM, modeled_time
 from fastgp.train.models import (
     InstanceNormDCGANCritic,
@@ -80,7 +88,8 @@ CSV_COLUMNS = [
     "case", "critic", "batch", "path", "median_ms", "min_ms", "max_ms", "repeats",
     "speedup_vs_reference", "gp_overhead", "flops", "flop_ratio", "ops", "kernels",
     "non_gemm_bytes", "peak_bytes", "percent_of_floor", "modeled_h100_ms", "device",
-    "device_name", "torch_version", "fastgp_version", "git_commit", "timestamp",
+    "device_name", "tf32_cudnn_conv", "tf32_cuda_matmul", "float32_matmul_precision",
+    "torch_version", "fastgp_version", "git_commit", "timestamp",
 ]
 
 
@@ -167,7 +176,7 @@ def run_matrix(cases: Sequence[Case], paths: Sequence[str], repeats: int, warmup
     if unknown:
         raise ValueError(f"unknown paths {unknown}: expected some of {PATHS}")
     metadata = {
-        "device": str(device), "device_name": device_name(device),
+        "device": str(device), "device_name": device_name(device), **float32_precision(),
         "torch_version": torch.__version__, "fastgp_version": fastgp.__version__,
         "git_commit": git_commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -198,7 +207,10 @@ def markdown_table(rows: list[dict]) -> str:
             f"{row['modeled_h100_ms']:.3f} |"
         )
     first = rows[0] if rows else {}
-    lines += ["", f"Device: {first.get('device_name', '?')}; torch {first.get('torch_version', '?')}; "
+    device = first.get("device_name", "?")
+    if str(first.get("device", "")).startswith("cuda"):  # fp32 convs and matmuls may be TF32
+        device += f"; {describe_float32_precision(first)}"
+    lines += ["", f"Device: {device}; torch {first.get('torch_version', '?')}; "
               f"fastgp {first.get('fastgp_version', '?')} ({first.get('git_commit', '?')}). "
               "Medians of interleaved repeats in one process; GP overhead = step time / no-GP "
               "step time; modeled H100 times are a roofline model (docs/roofline.md), not "

@@ -15,7 +15,9 @@ A *critic step* is what a WGAN-GP trainer runs ``n_critic`` times per generator 
   non-GEMM bytes, peak bytes of tensors the step allocates;
 - the floor: the step's FLOPs at this machine's measured matmul rate, and the share of it the
   measured step reaches;
-- the *modeled* H100 time of both steps (:mod:`fastgp.roofline`).
+- the *modeled* H100 time of both steps (:mod:`fastgp.roofline`);
+- the fp32 precision settings of the process (:func:`float32_precision`), which fastgp reads and
+  never changes.
 
 Paths: ``reference`` is :mod:`fastgp.reference` (the canonical code); ``tier1`` is
 :func:`fastgp.gradient_penalty` with the fastgp ops (input checks off, as in a training loop);
@@ -30,7 +32,7 @@ import statistics
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -54,13 +56,69 @@ OPTIMIZER_PHASE = "optimizer"
 PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
-__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step", "paper_adam",
-           "profile_gp", "matmul_flops_per_second"]
+__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step",
+           "float32_precision", "paper_adam", "profile_gp", "matmul_flops_per_second"]
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def float32_precision() -> dict[str, bool | str]:
+    """Whether this process lets fp32 convolutions and matmuls run in TF32 on CUDA.
+
+    fastgp never changes these global settings: it reports them (``fastgp info``, ``fastgp
+    bench``, :func:`profile_gp`), because they decide how exact fp32 results are on Ampere and
+    later GPUs. TF32 rounds the inputs of each product to 10 of fp32's 23 mantissa bits (unit
+    roundoff 2^-11 ≈ 4.9e-4 instead of 6e-8), so results computed in TF32 carry relative errors
+    of order 1e-4 to 1e-3 where fp32 gives 1e-6.
+
+    - ``tf32_cudnn_conv``: cuDNN convolutions may use TF32 (PyTorch's default: on);
+    - ``tf32_cuda_matmul``: cuBLAS matmuls may use TF32 (default: off);
+    - ``float32_matmul_precision``: ``torch.get_float32_matmul_precision()`` (``"highest"`` by
+      default; ``"high"``/``"medium"`` also let CPU matmuls use TF32/bf16 where oneDNN can), or
+      ``"set per backend"`` when it was set through the ``fp32_precision`` attributes.
+    """
+    return {
+        "tf32_cudnn_conv": _tf32_allowed(getattr(torch.backends.cudnn, "conv", None),
+                                         lambda: torch.backends.cudnn.allow_tf32),
+        "tf32_cuda_matmul": _tf32_allowed(torch.backends.cuda.matmul,
+                                          lambda: torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": _float32_matmul_precision(),
+    }
+
+
+def _tf32_allowed(backend: object, legacy_flag: Callable[[], bool]) -> bool:
+    """TF32 on for ``backend``: its ``fp32_precision`` where torch has one (2.9 and later), else
+    the legacy ``allow_tf32`` flag.
+
+    The new attribute is read first because reading a legacy flag raises once the new API set
+    the backend; it is ``"tf32"``, ``"ieee"`` or ``"none"`` (a legacy flag set to False), and
+    only ``"tf32"`` allows TF32.
+    """
+    precision = getattr(backend, "fp32_precision", None)
+    if precision is not None:
+        return precision == "tf32"
+    return bool(legacy_flag())
+
+
+def _float32_matmul_precision() -> str:
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:  # torch >= 2.9 once the fp32_precision attributes set the matmuls
+        return "set per backend"
+
+
+def describe_float32_precision(settings: dict[str, bool | str]) -> str:
+    """One line for people: ``TF32: cuDNN conv on, CUDA matmul off (float32 matmul precision
+    'highest')``."""
+    def state(on: bool | str) -> str:
+        return "on" if on else "off"
+
+    return (f"TF32: cuDNN conv {state(settings['tf32_cudnn_conv'])}, CUDA matmul "
+            f"{state(settings['tf32_cuda_matmul'])} (float32 matmul precision "
+            f"{settings['float32_matmul_precision']!r})")
 
 
 def paper_adam(critic: nn.Module) -> torch.optim.Optimizer:
@@ -245,6 +303,7 @@ class GPProfile:
     matmul_flops_per_second: float
     gpu: GPUSpec
     cuda_peak_bytes: int | None = None  # allocator high-water mark of one GP step, CUDA only
+    float32_precision: dict[str, bool | str] = field(default_factory=float32_precision)
 
     @property
     def overhead(self) -> float:
@@ -278,13 +337,16 @@ class GPProfile:
             "matmul_flops_per_second": self.matmul_flops_per_second,
             "floor_seconds": self.floor_seconds, "percent_of_floor": self.percent_of_floor,
             "modeled_gpu": self.gpu.name, "cuda_peak_bytes": self.cuda_peak_bytes,
+            "float32_precision": self.float32_precision,
         }
 
     def format_table(self) -> str:
         total = sum(self.phases.values())
         shape = "×".join(str(s) for s in self.sample_shape)
-        lines = [f"GP critic step, path={self.path}, batch {self.batch} × {shape}, device {self.device}",
-                 "", f"{'phase of the GP step':<42}{'ms':>10}{'share':>9}"]
+        lines = [f"GP critic step, path={self.path}, batch {self.batch} × {shape}, device {self.device}"]
+        if self.device.startswith("cuda"):  # fp32 convolutions and matmuls may run in TF32
+            lines.append(describe_float32_precision(self.float32_precision))
+        lines += ["", f"{'phase of the GP step':<42}{'ms':>10}{'share':>9}"]
         for phase, seconds in self.phases.items():
             lines.append(f"{phase:<42}{1e3 * seconds:>10.2f}{100 * seconds / total:>8.1f}%")
         lines.append(f"{'sum of phases':<42}{1e3 * total:>10.2f}")
@@ -373,7 +435,7 @@ def profile_gp(
         phases=phases, gp_step=timings["gp"], nogp_step=timings["nogp"], gp_counts=gp_counts,
         nogp_counts=nogp_counts,
         matmul_flops_per_second=matmul_flops_per_second(device.type, real.dtype), gpu=gpu,
-        cuda_peak_bytes=cuda_peak_bytes,
+        cuda_peak_bytes=cuda_peak_bytes, float32_precision=float32_precision(),
     )
 
 

@@ -3,15 +3,23 @@
 import csv
 
 import pytest
+import torch
 from cli_helpers import one_line_error
 
-from fastgp.bench import CSV_COLUMNS, Case, gpu_description, run_matrix, write_outputs
+from fastgp.bench import (
+    CSV_COLUMNS,
+    Case,
+    gpu_description,
+    markdown_table,
+    run_matrix,
+    write_outputs,
+)
 from fastgp.cli import main
+from fastgp.profile import float32_precision
 
 
 def test_run_matrix_rows_and_outputs(tmp_path):
-    import torch
-
+    precision = float32_precision()
     rows = run_matrix([Case("mlp", 8)], ["reference", "tier1"], repeats=2, warmup=1,
                       device=torch.device("cpu"), progress=False)
     assert [row["path"] for row in rows] == ["reference", "tier1", "nogp"]
@@ -25,8 +33,18 @@ def test_run_matrix_rows_and_outputs(tmp_path):
     with open(written[0], newline="") as handle:
         table = list(csv.DictReader(handle))
     assert list(table[0]) == CSV_COLUMNS and len(table) == 3
+    # Every row names the fp32 precision mode it ran in, which the bench left as it found it.
+    assert float32_precision() == precision
+    assert all({name: row[name] for name in precision} == {k: str(v) for k, v in precision.items()}
+               for row in table)
     markdown = written[1].read_text()
     assert markdown.count("\n| mlp-b8 |") == 3 and "not measurements" in markdown
+    assert "TF32" not in markdown  # on the CPU it does not apply
+    cuda_rows = [row | {"device": "cuda:0", "device_name": "NVIDIA H100", "tf32_cudnn_conv": True,
+                        "tf32_cuda_matmul": False, "float32_matmul_precision": "highest"}
+                 for row in rows]
+    assert ("Device: NVIDIA H100; TF32: cuDNN conv on, CUDA matmul off (float32 matmul precision "
+            "'highest'); torch") in markdown_table(cuda_rows)
     assert written[2].stat().st_size > 1000
 
 
@@ -65,8 +83,6 @@ def test_bench_refuses_empty_lists_and_counts_in_one_line(arguments, message, tm
 
 
 def test_gpu_description_without_gpu_does_not_crash():
-    import torch
-
     text = gpu_description(torch.device("cpu"))
     assert isinstance(text, str) and text
 
@@ -83,3 +99,4 @@ def test_bench_checks_its_output_folder_before_timing(tmp_path, capsys, monkeypa
     out = str(tmp_path / out) if out else out
     assert main(["bench", "--cases", "mlp-b2", "--out", out]) == 2
     one_line_error(capsys.readouterr().err, "bench", message)
+

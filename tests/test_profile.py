@@ -1,5 +1,6 @@
 """profile_gp and the `fastgp profile` command on tiny critics (no timing is asserted)."""
 
+import contextlib
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from torch import nn
 
 from fastgp.cli import main
 from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
-from fastgp.profile import PHASES, profile_gp
+from fastgp.profile import PHASES, float32_precision, profile_gp
 
 
 def _tiny():
@@ -45,6 +46,45 @@ def test_profile_gp_tier2_reports_the_engine_passes_at_the_flop_floor():
     # The explicit step costs less than twice the step without penalty (5/3 on large layers).
     assert result.nogp_counts.flops < result.gp_counts.flops < 2 * result.nogp_counts.flops
     assert "tangent (penalty's parameter gradients)" in result.format_table()
+
+
+@contextlib.contextmanager
+def precision_setting(owner, name, value):
+    """Set a torch precision attribute for a block, then restore it (through the same API: a
+    legacy getter raises once the other API set the backend)."""
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
+
+
+def test_float32_precision_reads_both_apis_and_profile_never_changes_it():
+    for conv in (False, True):  # the legacy flag
+        with precision_setting(torch.backends.cudnn, "allow_tf32", conv):
+            assert float32_precision()["tf32_cudnn_conv"] is conv
+    if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no fp32_precision attributes")
+    # Set through the new API, the legacy getters raise; the report still reads it.
+    with precision_setting(torch.backends.cuda.matmul, "fp32_precision", "tf32"):
+        with pytest.raises(RuntimeError):
+            torch.get_float32_matmul_precision()
+        settings = float32_precision()
+        assert settings["tf32_cuda_matmul"] is True
+        assert settings["float32_matmul_precision"] == "set per backend"
+        result = profile_gp(_tiny(), torch.randn(4, 6), torch.randn(4, 6), repeats=1, warmup=0)
+        assert float32_precision() == settings == result.as_dict()["float32_precision"]
+
+
+def test_profile_table_names_the_tf32_mode_on_cuda():
+    result = profile_gp(_tiny(), torch.randn(4, 6), torch.randn(4, 6), repeats=1, warmup=0)
+    assert "TF32" not in result.format_table()  # on the CPU TF32 does not apply
+    result.device = "cuda:0"
+    result.float32_precision = {"tf32_cudnn_conv": True, "tf32_cuda_matmul": False,
+                                "float32_matmul_precision": "highest"}
+    assert ("TF32: cuDNN conv on, CUDA matmul off (float32 matmul precision 'highest')"
+            in result.format_table())
 
 
 def test_profile_gp_rejects_bad_arguments():
