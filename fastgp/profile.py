@@ -19,6 +19,10 @@ A *critic step* is what a WGAN-GP trainer runs ``n_critic`` times per generator 
 - the fp32 precision settings of the process (:func:`float32_precision`), which fastgp reads and
   never changes.
 
+On CUDA the phases are timed with CUDA events and one synchronization per step; each phase runs
+inside a ``torch.profiler.record_function`` range named ``fastgp.<phase>`` on every device, so a
+``torch.profiler`` trace of :func:`phased_step` shows the phases around the kernels.
+
 Paths: ``reference`` is :mod:`fastgp.reference` (the canonical code); ``tier1`` is
 :func:`fastgp.gradient_penalty` with the fastgp ops (input checks off, as in a training loop);
 ``tier2`` is :class:`fastgp.FusedCritic` (its phases are the engine's passes, not autograd's).
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import statistics
 import time
 import weakref
@@ -56,8 +61,15 @@ OPTIMIZER_PHASE = "optimizer"
 PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
-__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step",
-           "float32_precision", "paper_adam", "profile_gp", "matmul_flops_per_second"]
+#: The order in which the ``reference`` and ``tier1`` steps end their phases (the W-loss forwards
+#: come first and the optimizer last, both in the "rest").
+PHASE_ORDER = (PHASES[5], *PHASES[:5], PHASES[5])
+#: Prefix of the ``record_function`` ranges around the phases in a ``torch.profiler`` trace.
+LABEL_PREFIX = "fastgp."
+
+__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "PhaseTimer", "count", "critic_step",
+           "float32_precision", "paper_adam", "phased_step", "profile_gp",
+           "matmul_flops_per_second"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -170,46 +182,162 @@ def _fused(critic: nn.Module) -> FusedCritic:
 
 
 class PhaseTimer:
-    """Adds the time since the previous mark (synchronized) to the phase named at each mark."""
+    """Times the phases of one step, which follow each other without gaps: each ``mark(phase)``
+    ends the running phase, named ``phase``, and starts the next.
 
-    def __init__(self, phases: tuple[str, ...], device: torch.device) -> None:
+    On the CPU the time since the previous mark is read at each mark. On CUDA a mark records an
+    event on the device's current stream and returns at once; :meth:`finish` synchronizes once
+    and adds up the times between consecutive events. Synchronizing at every mark would drain
+    the queue of launched kernels at each phase boundary: each phase would then include the
+    launch latency that the queue hides in a real step, and the step would run slower.
+
+    Each phase also runs inside a ``torch.profiler.record_function`` range ``fastgp.<phase>``.
+    A range is named when it opens but a mark names the phase that just ended, so the timer is
+    given ``order``, the phases in the order their marks come; a mark out of that order raises
+    rather than label a trace wrongly. Use it as a context manager (an exception inside the step
+    closes the open range), then call :meth:`finish`.
+    """
+
+    def __init__(self, phases: tuple[str, ...], device: torch.device,
+                 order: tuple[str, ...]) -> None:
+        unknown = sorted(set(order) - set(phases))
+        if unknown:
+            raise ValueError(f"phases {unknown} of the order are not among {phases}")
         self.seconds = dict.fromkeys(phases, 0.0)
         self.device = device
-        self._start = time.perf_counter()
+        self.order = tuple(order)
+        self._use_events = device.type == "cuda"
+        self._events: list[torch.cuda.Event] = []
+        self._ended = 0
+        self._range: torch.profiler.record_function | None = None
+        self._start = self._timestamp()
+        self._open_range()
+
+    def __enter__(self) -> PhaseTimer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._close_range()
 
     def mark(self, phase: str) -> None:
-        synchronize(self.device)
-        now = time.perf_counter()
-        self.seconds[phase] += now - self._start
-        self._start = now
+        """End the running phase, which must be ``phase``, and start the next one."""
+        expected = self.order[self._ended] if self._ended < len(self.order) else None
+        if phase != expected:
+            raise RuntimeError(f"phase {phase!r} ended where {expected!r} was expected "
+                               f"(order {self.order})")
+        now = self._timestamp()
+        self._close_range()
+        if self._use_events:
+            self._events.append(now)
+        else:
+            self.seconds[phase] += now - self._start
+            self._start = now
+        self._ended += 1
+        self._open_range()
+
+    def finish(self) -> dict[str, float]:
+        """Seconds per phase; on CUDA the one synchronization of the step, then the events."""
+        self._close_range()
+        if self._ended != len(self.order):
+            raise RuntimeError(f"the step ended after {self._ended} of the phases {self.order}")
+        if self._use_events:
+            torch.cuda.synchronize(self.device)
+            edges = itertools.pairwise([self._start, *self._events])
+            for phase, (begin, end) in zip(self.order, edges, strict=True):
+                self.seconds[phase] += begin.elapsed_time(end) / 1e3  # elapsed_time is in ms
+            self._events = []
+        return self.seconds
+
+    def _timestamp(self) -> float | torch.cuda.Event:
+        if not self._use_events:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def _open_range(self) -> None:
+        if self._ended < len(self.order):
+            self._range = torch.profiler.record_function(LABEL_PREFIX + self.order[self._ended])
+            self._range.__enter__()
+
+    def _close_range(self) -> None:
+        if self._range is not None:
+            self._range.__exit__(None, None, None)
+            self._range = None
 
 
-def _phased_engine_step(critic, optimizer, real, fake, weight) -> dict[str, float]:
-    """The ``tier2`` step cut into the engine's passes (``fastgp.engine.PHASES``) + optimizer."""
-    timer = PhaseTimer((*ENGINE_PHASES, OPTIMIZER_PHASE), real.device)
+def _engine_step(critic, optimizer, real, fake, weight, hook: Callable[[str], None]) -> None:
+    """One ``tier2`` step; ``hook`` gets the name of each engine pass (``fastgp.engine.PHASES``)
+    as it ends, then ``OPTIMIZER_PHASE`` after the optimizer step."""
     fused = _fused(critic)
-    fused.phase_hook = timer.mark
+    fused.phase_hook = hook
     try:
         fused.step(real, fake, weight=weight, check_inputs=False)
     finally:
         fused.phase_hook = None
     optimizer.step()
-    timer.mark(OPTIMIZER_PHASE)
-    return timer.seconds
+    hook(OPTIMIZER_PHASE)
 
 
-def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float]:
-    """The GP step of ``path`` cut into the phases of ``PHASES``, each timed (synchronized)."""
+def engine_phase_order(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                       fake: torch.Tensor, weight: float = 10.0) -> tuple[str, ...]:
+    """The phases of a ``tier2`` step in the order the engine ends them, read from one step.
+
+    The order depends on the device (two W-loss passes on the CPU, one stacked pass on CUDA),
+    on the critic (layers with curvature add a backward) and on micro-batching, so it is read
+    from the engine itself rather than assumed; the step also warms up. It trains ``critic``.
+    """
+    order: list[str] = []
+    _engine_step(critic, optimizer, real, fake, weight, order.append)
+    return tuple(order)
+
+
+def phased_step(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                fake: torch.Tensor, path: str, weight: float = 10.0, *,
+                timer: PhaseTimer | None = None) -> dict[str, float]:
+    """One GP critic step of ``path`` with each phase timed and labelled; seconds per phase.
+
+    The phases are ``PHASES`` for ``reference`` and ``tier1``, and the engine's passes plus the
+    optimizer for ``tier2`` (whose order :func:`engine_phase_order` reads from one extra step when
+    no ``timer`` is given). Run it under ``torch.profiler.profile`` to see the phases as
+    ``fastgp.<phase>`` ranges in the trace.
+    """
+    if timer is None:
+        timer = _timer(critic, optimizer, real, fake, path, weight)
+    with timer:
+        if path == "tier2":
+            _engine_step(critic, optimizer, real, fake, weight, timer.mark)
+        else:
+            _phased_autograd_step(critic, optimizer, real, fake, path, weight, timer.mark)
+    return timer.finish()
+
+
+def _timer(critic, optimizer, real, fake, path, weight) -> PhaseTimer:
+    """A fresh timer for one step of ``path`` on ``real``'s device."""
+    names = _phase_names(path)
+    return PhaseTimer(names, real.device, _phase_order(critic, optimizer, real, fake, path, weight))
+
+
+def _phase_names(path: str) -> tuple[str, ...]:
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}: expected one of {PATHS}")
+    return (*ENGINE_PHASES, OPTIMIZER_PHASE) if path == "tier2" else PHASES
+
+
+def _phase_order(critic, optimizer, real, fake, path, weight) -> tuple[str, ...]:
     if path == "tier2":
-        return _phased_engine_step(critic, optimizer, real, fake, weight)
+        return engine_phase_order(critic, optimizer, real, fake, weight)
+    return PHASE_ORDER
+
+
+def _phased_autograd_step(critic, optimizer, real, fake, path, weight,
+                          mark: Callable[[str], None]) -> None:
+    """The GP step of ``reference`` or ``tier1``, ending its phases in ``PHASE_ORDER``."""
     blocks = reference if path == "reference" else ops
-    device = real.device
-    timer = PhaseTimer(PHASES, device)
-    mark = timer.mark
     optimizer.zero_grad(set_to_none=True)
     loss = critic(fake).mean() - critic(real).mean()
     mark(PHASES[5])
-    eps = torch.rand(real.shape[0], device=device, dtype=real.dtype)
+    eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     x_hat = blocks.interpolate(real, fake, eps).detach().requires_grad_(True)
     mark(PHASES[0])
     scores = critic(x_hat)
@@ -222,7 +350,6 @@ def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float
     mark(PHASES[4])
     optimizer.step()
     mark(PHASES[5])
-    return timer.seconds
 
 
 def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 10) -> float:
@@ -426,7 +553,9 @@ def profile_gp(
     gp_counts, _ = count(gp_step)
     nogp_counts, _ = count(nogp_step)
     cuda_peak_bytes = _cuda_peak_bytes(gp_step, device) if device.type == "cuda" else None
-    phase_samples = [_phased_step(gp_critic, gp_optimizer, real, fake, path, weight)
+    order = _phase_order(gp_critic, gp_optimizer, real, fake, path, weight)
+    phase_samples = [phased_step(gp_critic, gp_optimizer, real, fake, path, weight,
+                                 timer=PhaseTimer(_phase_names(path), device, order))
                      for _ in range(repeats)]
     phases = {phase: statistics.median(sample[phase] for sample in phase_samples)
               for phase in phase_samples[0]}
