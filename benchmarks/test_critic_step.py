@@ -2,9 +2,9 @@
 
 Run with ``make bench-pytest`` or ``.venv/bin/python -m pytest benchmarks`` (add
 ``--benchmark-json=FILE`` to keep results). Each benchmark's ``extra_info`` holds the step's
-machine-independent counts and its modeled H100 time. Never part of the test suite: timings
-are reported, not asserted. ``fastgp bench`` runs the same matrix interleaved in one process
-and writes CSV, Markdown and a chart.
+machine-independent counts, its modeled H100 time and the process's fp32 precision settings
+(TF32). Never part of the test suite: timings are reported, not asserted. ``fastgp bench`` runs
+the same matrix interleaved in one process and writes CSV, Markdown and a chart.
 """
 
 import copy
@@ -14,7 +14,7 @@ import torch
 
 from fastgp.bench import CRITICS, STANDARD_MATRIX
 from fastgp.counting import count
-from fastgp.profile import PATHS, critic_step, paper_adam
+from fastgp.profile import PATHS, critic_step, float32_precision, paper_adam
 from fastgp.roofline import modeled_time
 
 PATH_IDS = [*PATHS, "nogp"]
@@ -39,4 +39,5 @@ def test_critic_step(benchmark, case, path):
     benchmark.extra_info.update(counts.summary())
     benchmark.extra_info["modeled_h100_seconds"] = modeled_time(counts.kernels).seconds
     benchmark.extra_info["torch_version"] = torch.__version__
+    benchmark.extra_info.update(float32_precision())
     benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)

@@ -3,8 +3,8 @@
 For each case (a critic and a batch) and each path, one process times the full critic step
 (median/min/max of interleaved repeats), counts one step (:mod:`fastgp.counting`) and models its
 H100 time (:mod:`fastgp.roofline`). Results go to ``bench.csv`` (one row per case and path, with
-the device, torch, fastgp and git versions), ``bench.md`` and ``bench.png``. Timings are reported,
-never asserted.
+the device, its fp32 precision settings (TF32), torch, fastgp and git versions), ``bench.md`` and
+``bench.png``. Timings are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import copy
 import csv
 import datetime
+import os
 import platform
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,15 @@ from tqdm.auto import tqdm
 
 import fastgp
 from fastgp.counting import count
-from fastgp.profile import PATHS, critic_step, matmul_flops_per_second, paper_adam, time_interleaved
+from fastgp.profile import (
+    PATHS,
+    critic_step,
+    describe_float32_precision,
+    float32_precision,
+    matmul_flops_per_second,
+    paper_adam,
+    time_interleaved,
+)
 from fastgp.roofline import H100_SXM, modeled_time
 from fastgp.train.models import (
     InstanceNormDCGANCritic,
@@ -80,7 +90,8 @@ CSV_COLUMNS = [
     "case", "critic", "batch", "path", "median_ms", "min_ms", "max_ms", "repeats",
     "speedup_vs_reference", "gp_overhead", "flops", "flop_ratio", "ops", "kernels",
     "non_gemm_bytes", "peak_bytes", "percent_of_floor", "modeled_h100_ms", "device",
-    "device_name", "torch_version", "fastgp_version", "git_commit", "timestamp",
+    "device_name", "tf32_cudnn_conv", "tf32_cuda_matmul", "float32_matmul_precision",
+    "torch_version", "fastgp_version", "git_commit", "timestamp",
 ]
 
 
@@ -94,7 +105,11 @@ def git_commit() -> str:
 
 
 def gpu_description(device: torch.device) -> str:
-    """GPU name, memory and power limit from NVML, or why there is none."""
+    """GPU name, memory and power limit from NVML, or why there is none.
+
+    For a CUDA device, the GPU that torch runs it on (:func:`nvml_handle`); otherwise NVML's
+    first GPU, if the machine has one.
+    """
     try:
         import pynvml
     except ImportError:
@@ -104,16 +119,104 @@ def gpu_description(device: torch.device) -> str:
     except pynvml.NVMLError as error:
         return f"no GPU (NVML: {error})"
     try:
-        index = (device.index or 0) if device.type == "cuda" else 0
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        name = pynvml.nvmlDeviceGetName(handle)
+        handle = nvml_handle(pynvml, device)
+        name = _text(pynvml.nvmlDeviceGetName(handle))
         memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
         power = pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000
         return f"{name}, {memory:.0f} GiB, power limit {power:.0f} W"
-    except pynvml.NVMLError as error:
+    except (pynvml.NVMLError, LookupError) as error:
         return f"GPU present but NVML query failed: {error}"
     finally:
         pynvml.nvmlShutdown()
+
+
+def nvml_handle(pynvml, device: torch.device):
+    """The NVML handle of the GPU behind torch's ``device``.
+
+    NVML numbers every GPU of the machine in PCI bus order and ignores ``CUDA_VISIBLE_DEVICES``;
+    torch numbers only the visible GPUs, in CUDA's order. With ``CUDA_VISIBLE_DEVICES=2,3``,
+    torch's ``cuda:0`` is NVML's GPU 2, so torch's index would describe another GPU. The GPU is
+    found by the PCI bus id in torch's device properties, else by their UUID, else by the
+    device's entry in ``CUDA_VISIBLE_DEVICES`` (:func:`visible_device`). Raises ``LookupError``
+    when none of them finds it.
+    """
+    if device.type != "cuda":
+        return pynvml.nvmlDeviceGetHandleByIndex(0)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    properties = torch.cuda.get_device_properties(index)
+    lookups = ((pynvml.nvmlDeviceGetHandleByPciBusId, _pci_bus_id(properties)),
+               (pynvml.nvmlDeviceGetHandleByUUID, _uuid(properties)))
+    for lookup, key in lookups:
+        if key is None:  # an older torch without this property
+            continue
+        try:
+            return lookup(key)
+        except pynvml.NVMLError:  # e.g. NVML sees other GPUs than CUDA (a container)
+            continue
+    entry = visible_device(index, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if isinstance(entry, int):
+        return pynvml.nvmlDeviceGetHandleByIndex(entry)
+    return _handle_by_uuid_prefix(pynvml, entry)
+
+
+def _pci_bus_id(properties) -> str | None:
+    """``domain:bus:device.function`` in NVML's format (``00000000:3B:00.0``), or None when torch's
+    properties lack the PCI fields."""
+    fields = [getattr(properties, name, None)
+              for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if None in fields:
+        return None
+    domain, bus, slot = fields
+    return f"{domain:08X}:{bus:02X}:{slot:02X}.0"
+
+
+def _uuid(properties) -> str | None:
+    """NVML's name of the GPU's UUID, ``GPU-<uuid>`` (torch prints the bare UUID), or None."""
+    uuid = getattr(properties, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def visible_device(index: int, variable: str | None) -> int | str:
+    """How ``CUDA_VISIBLE_DEVICES`` (``variable``) names the GPU of torch's ``cuda:index``.
+
+    An ``int`` is an index among all the machine's GPUs in CUDA's order, which is NVML's order
+    when ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` or the GPUs are alike (CUDA's default puts the fastest
+    first); a ``str`` is a UUID (``GPU-…``, ``MIG-…``) or a prefix of one. Parsed as CUDA parses
+    it: entries up to the first invalid one, each read up to its first non-digit (``"1a"`` is 1).
+    Unset, torch's index is the GPU's index.
+    """
+    if variable is None:
+        return index
+    entries: list[int | str] = []
+    for entry in (part.strip() for part in variable.split(",")):
+        digits = re.match(r"\d+", entry)
+        if entry.startswith(("GPU-", "MIG-")):
+            entries.append(entry)
+        elif digits:
+            entries.append(int(digits.group()))
+        else:
+            break
+    if index >= len(entries):
+        raise LookupError(f"cuda:{index} is not among the GPUs of "
+                          f"CUDA_VISIBLE_DEVICES={variable!r}")
+    return entries[index]
+
+
+def _handle_by_uuid_prefix(pynvml, prefix: str):
+    """The handle of the one GPU whose UUID starts with ``prefix`` (CUDA accepts prefixes)."""
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    matches = [h for h in handles if _text(pynvml.nvmlDeviceGetUUID(h)).startswith(prefix)]
+    if len(matches) != 1:
+        raise LookupError(f"{len(matches)} GPUs have a UUID starting with {prefix!r}")
+    return matches[0]
+
+
+def _text(value: str | bytes) -> str:
+    """NVML strings: ``bytes`` in older nvidia-ml-py releases, ``str`` in newer ones."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def device_name(device: torch.device) -> str:
@@ -167,7 +270,7 @@ def run_matrix(cases: Sequence[Case], paths: Sequence[str], repeats: int, warmup
     if unknown:
         raise ValueError(f"unknown paths {unknown}: expected some of {PATHS}")
     metadata = {
-        "device": str(device), "device_name": device_name(device),
+        "device": str(device), "device_name": device_name(device), **float32_precision(),
         "torch_version": torch.__version__, "fastgp_version": fastgp.__version__,
         "git_commit": git_commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -198,7 +301,10 @@ def markdown_table(rows: list[dict]) -> str:
             f"{row['modeled_h100_ms']:.3f} |"
         )
     first = rows[0] if rows else {}
-    lines += ["", f"Device: {first.get('device_name', '?')}; torch {first.get('torch_version', '?')}; "
+    device = first.get("device_name", "?")
+    if str(first.get("device", "")).startswith("cuda"):  # fp32 convs and matmuls may be TF32
+        device += f"; {describe_float32_precision(first)}"
+    lines += ["", f"Device: {device}; torch {first.get('torch_version', '?')}; "
               f"fastgp {first.get('fastgp_version', '?')} ({first.get('git_commit', '?')}). "
               "Medians of interleaved repeats in one process; GP overhead = step time / no-GP "
               "step time; modeled H100 times are a roofline model (docs/roofline.md), not "

@@ -464,8 +464,12 @@ def _info_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     import fastgp
     from fastgp.ops.backend import environment_report
+    from fastgp.profile import describe_float32_precision, float32_precision
 
-    report = {"fastgp": fastgp.__version__, **environment_report()}
+    # The TF32 settings decide how exact fp32 results are on Ampere and later GPUs; fastgp
+    # reads them and never changes them.
+    report = {"fastgp": fastgp.__version__, **environment_report(),
+              "float32_precision": float32_precision()}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -473,6 +477,8 @@ def _run_info(args: argparse.Namespace) -> int:
           f"triton {report['triton'] or 'not installed'}"
           + ("  [TRITON_INTERPRET=1]" if report["triton_interpret"] else ""))
     print(f"global backend: {report['global_backend']}")
+    print(f"fp32 precision: {describe_float32_precision(report['float32_precision'])} "
+          "(torch's global flags; fastgp never changes them)")
     for device, name in report["devices"].items():
         print(f"\n{device}: {name}  (auto -> {report['auto'][device]})")
         for backend, status in report["backends"][device].items():

@@ -15,7 +15,13 @@ A *critic step* is what a WGAN-GP trainer runs ``n_critic`` times per generator 
   non-GEMM bytes, peak bytes of tensors the step allocates;
 - the floor: the step's FLOPs at this machine's measured matmul rate, and the share of it the
   measured step reaches;
-- the *modeled* H100 time of both steps (:mod:`fastgp.roofline`).
+- the *modeled* H100 time of both steps (:mod:`fastgp.roofline`);
+- the fp32 precision settings of the process (:func:`float32_precision`), which fastgp reads and
+  never changes.
+
+On CUDA the phases are timed with CUDA events and one synchronization per step; each phase runs
+inside a ``torch.profiler.record_function`` range named ``fastgp.<phase>`` on every device, so a
+``torch.profiler`` trace of :func:`phased_step` shows the phases around the kernels.
 
 Paths: ``reference`` is :mod:`fastgp.reference` (the canonical code); ``tier1`` is
 :func:`fastgp.gradient_penalty` with the fastgp ops (input checks off, as in a training loop);
@@ -26,11 +32,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import statistics
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -54,13 +61,76 @@ OPTIMIZER_PHASE = "optimizer"
 PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
-__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "count", "critic_step", "paper_adam",
-           "profile_gp", "matmul_flops_per_second"]
+#: The order in which the ``reference`` and ``tier1`` steps end their phases (the W-loss forwards
+#: come first and the optimizer last, both in the "rest").
+PHASE_ORDER = (PHASES[5], *PHASES[:5], PHASES[5])
+#: Prefix of the ``record_function`` ranges around the phases in a ``torch.profiler`` trace.
+LABEL_PREFIX = "fastgp."
+
+__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "PhaseTimer", "count", "critic_step",
+           "float32_precision", "paper_adam", "phased_step", "profile_gp",
+           "matmul_flops_per_second"]
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def float32_precision() -> dict[str, bool | str]:
+    """Whether this process lets fp32 convolutions and matmuls run in TF32 on CUDA.
+
+    fastgp never changes these global settings: it reports them (``fastgp info``, ``fastgp
+    bench``, :func:`profile_gp`), because they decide how exact fp32 results are on Ampere and
+    later GPUs. TF32 rounds the inputs of each product to 10 of fp32's 23 mantissa bits (unit
+    roundoff 2^-11 ≈ 4.9e-4 instead of 6e-8), so results computed in TF32 carry relative errors
+    of order 1e-4 to 1e-3 where fp32 gives 1e-6.
+
+    - ``tf32_cudnn_conv``: cuDNN convolutions may use TF32 (PyTorch's default: on);
+    - ``tf32_cuda_matmul``: cuBLAS matmuls may use TF32 (default: off);
+    - ``float32_matmul_precision``: ``torch.get_float32_matmul_precision()`` (``"highest"`` by
+      default; ``"high"``/``"medium"`` also let CPU matmuls use TF32/bf16 where oneDNN can), or
+      ``"set per backend"`` when it was set through the ``fp32_precision`` attributes.
+    """
+    return {
+        "tf32_cudnn_conv": _tf32_allowed(getattr(torch.backends.cudnn, "conv", None),
+                                         lambda: torch.backends.cudnn.allow_tf32),
+        "tf32_cuda_matmul": _tf32_allowed(torch.backends.cuda.matmul,
+                                          lambda: torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": _float32_matmul_precision(),
+    }
+
+
+def _tf32_allowed(backend: object, legacy_flag: Callable[[], bool]) -> bool:
+    """TF32 on for ``backend``: its ``fp32_precision`` where torch has one (2.9 and later), else
+    the legacy ``allow_tf32`` flag.
+
+    The new attribute is read first because reading a legacy flag raises once the new API set
+    the backend; it is ``"tf32"``, ``"ieee"`` or ``"none"`` (a legacy flag set to False), and
+    only ``"tf32"`` allows TF32.
+    """
+    precision = getattr(backend, "fp32_precision", None)
+    if precision is not None:
+        return precision == "tf32"
+    return bool(legacy_flag())
+
+
+def _float32_matmul_precision() -> str:
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:  # torch >= 2.9 once the fp32_precision attributes set the matmuls
+        return "set per backend"
+
+
+def describe_float32_precision(settings: dict[str, bool | str]) -> str:
+    """One line for people: ``TF32: cuDNN conv on, CUDA matmul off (float32 matmul precision
+    'highest')``."""
+    def state(on: bool | str) -> str:
+        return "on" if on else "off"
+
+    return (f"TF32: cuDNN conv {state(settings['tf32_cudnn_conv'])}, CUDA matmul "
+            f"{state(settings['tf32_cuda_matmul'])} (float32 matmul precision "
+            f"{settings['float32_matmul_precision']!r})")
 
 
 def paper_adam(critic: nn.Module) -> torch.optim.Optimizer:
@@ -112,46 +182,162 @@ def _fused(critic: nn.Module) -> FusedCritic:
 
 
 class PhaseTimer:
-    """Adds the time since the previous mark (synchronized) to the phase named at each mark."""
+    """Times the phases of one step, which follow each other without gaps: each ``mark(phase)``
+    ends the running phase, named ``phase``, and starts the next.
 
-    def __init__(self, phases: tuple[str, ...], device: torch.device) -> None:
+    On the CPU the time since the previous mark is read at each mark. On CUDA a mark records an
+    event on the device's current stream and returns at once; :meth:`finish` synchronizes once
+    and adds up the times between consecutive events. Synchronizing at every mark would drain
+    the queue of launched kernels at each phase boundary: each phase would then include the
+    launch latency that the queue hides in a real step, and the step would run slower.
+
+    Each phase also runs inside a ``torch.profiler.record_function`` range ``fastgp.<phase>``.
+    A range is named when it opens but a mark names the phase that just ended, so the timer is
+    given ``order``, the phases in the order their marks come; a mark out of that order raises
+    rather than label a trace wrongly. Use it as a context manager (an exception inside the step
+    closes the open range), then call :meth:`finish`.
+    """
+
+    def __init__(self, phases: tuple[str, ...], device: torch.device,
+                 order: tuple[str, ...]) -> None:
+        unknown = sorted(set(order) - set(phases))
+        if unknown:
+            raise ValueError(f"phases {unknown} of the order are not among {phases}")
         self.seconds = dict.fromkeys(phases, 0.0)
         self.device = device
-        self._start = time.perf_counter()
+        self.order = tuple(order)
+        self._use_events = device.type == "cuda"
+        self._events: list[torch.cuda.Event] = []
+        self._ended = 0
+        self._range: torch.profiler.record_function | None = None
+        self._start = self._timestamp()
+        self._open_range()
+
+    def __enter__(self) -> PhaseTimer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._close_range()
 
     def mark(self, phase: str) -> None:
-        synchronize(self.device)
-        now = time.perf_counter()
-        self.seconds[phase] += now - self._start
-        self._start = now
+        """End the running phase, which must be ``phase``, and start the next one."""
+        expected = self.order[self._ended] if self._ended < len(self.order) else None
+        if phase != expected:
+            raise RuntimeError(f"phase {phase!r} ended where {expected!r} was expected "
+                               f"(order {self.order})")
+        now = self._timestamp()
+        self._close_range()
+        if self._use_events:
+            self._events.append(now)
+        else:
+            self.seconds[phase] += now - self._start
+            self._start = now
+        self._ended += 1
+        self._open_range()
+
+    def finish(self) -> dict[str, float]:
+        """Seconds per phase; on CUDA the one synchronization of the step, then the events."""
+        self._close_range()
+        if self._ended != len(self.order):
+            raise RuntimeError(f"the step ended after {self._ended} of the phases {self.order}")
+        if self._use_events:
+            torch.cuda.synchronize(self.device)
+            edges = itertools.pairwise([self._start, *self._events])
+            for phase, (begin, end) in zip(self.order, edges, strict=True):
+                self.seconds[phase] += begin.elapsed_time(end) / 1e3  # elapsed_time is in ms
+            self._events = []
+        return self.seconds
+
+    def _timestamp(self) -> float | torch.cuda.Event:
+        if not self._use_events:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def _open_range(self) -> None:
+        if self._ended < len(self.order):
+            self._range = torch.profiler.record_function(LABEL_PREFIX + self.order[self._ended])
+            self._range.__enter__()
+
+    def _close_range(self) -> None:
+        if self._range is not None:
+            self._range.__exit__(None, None, None)
+            self._range = None
 
 
-def _phased_engine_step(critic, optimizer, real, fake, weight) -> dict[str, float]:
-    """The ``tier2`` step cut into the engine's passes (``fastgp.engine.PHASES``) + optimizer."""
-    timer = PhaseTimer((*ENGINE_PHASES, OPTIMIZER_PHASE), real.device)
+def _engine_step(critic, optimizer, real, fake, weight, hook: Callable[[str], None]) -> None:
+    """One ``tier2`` step; ``hook`` gets the name of each engine pass (``fastgp.engine.PHASES``)
+    as it ends, then ``OPTIMIZER_PHASE`` after the optimizer step."""
     fused = _fused(critic)
-    fused.phase_hook = timer.mark
+    fused.phase_hook = hook
     try:
         fused.step(real, fake, weight=weight, check_inputs=False)
     finally:
         fused.phase_hook = None
     optimizer.step()
-    timer.mark(OPTIMIZER_PHASE)
-    return timer.seconds
+    hook(OPTIMIZER_PHASE)
 
 
-def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float]:
-    """The GP step of ``path`` cut into the phases of ``PHASES``, each timed (synchronized)."""
+def engine_phase_order(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                       fake: torch.Tensor, weight: float = 10.0) -> tuple[str, ...]:
+    """The phases of a ``tier2`` step in the order the engine ends them, read from one step.
+
+    The order depends on the device (two W-loss passes on the CPU, one stacked pass on CUDA),
+    on the critic (layers with curvature add a backward) and on micro-batching, so it is read
+    from the engine itself rather than assumed; the step also warms up. It trains ``critic``.
+    """
+    order: list[str] = []
+    _engine_step(critic, optimizer, real, fake, weight, order.append)
+    return tuple(order)
+
+
+def phased_step(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                fake: torch.Tensor, path: str, weight: float = 10.0, *,
+                timer: PhaseTimer | None = None) -> dict[str, float]:
+    """One GP critic step of ``path`` with each phase timed and labelled; seconds per phase.
+
+    The phases are ``PHASES`` for ``reference`` and ``tier1``, and the engine's passes plus the
+    optimizer for ``tier2`` (whose order :func:`engine_phase_order` reads from one extra step when
+    no ``timer`` is given). Run it under ``torch.profiler.profile`` to see the phases as
+    ``fastgp.<phase>`` ranges in the trace.
+    """
+    if timer is None:
+        timer = _timer(critic, optimizer, real, fake, path, weight)
+    with timer:
+        if path == "tier2":
+            _engine_step(critic, optimizer, real, fake, weight, timer.mark)
+        else:
+            _phased_autograd_step(critic, optimizer, real, fake, path, weight, timer.mark)
+    return timer.finish()
+
+
+def _timer(critic, optimizer, real, fake, path, weight) -> PhaseTimer:
+    """A fresh timer for one step of ``path`` on ``real``'s device."""
+    names = _phase_names(path)
+    return PhaseTimer(names, real.device, _phase_order(critic, optimizer, real, fake, path, weight))
+
+
+def _phase_names(path: str) -> tuple[str, ...]:
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}: expected one of {PATHS}")
+    return (*ENGINE_PHASES, OPTIMIZER_PHASE) if path == "tier2" else PHASES
+
+
+def _phase_order(critic, optimizer, real, fake, path, weight) -> tuple[str, ...]:
     if path == "tier2":
-        return _phased_engine_step(critic, optimizer, real, fake, weight)
+        return engine_phase_order(critic, optimizer, real, fake, weight)
+    return PHASE_ORDER
+
+
+def _phased_autograd_step(critic, optimizer, real, fake, path, weight,
+                          mark: Callable[[str], None]) -> None:
+    """The GP step of ``reference`` or ``tier1``, ending its phases in ``PHASE_ORDER``."""
     blocks = reference if path == "reference" else ops
-    device = real.device
-    timer = PhaseTimer(PHASES, device)
-    mark = timer.mark
     optimizer.zero_grad(set_to_none=True)
     loss = critic(fake).mean() - critic(real).mean()
     mark(PHASES[5])
-    eps = torch.rand(real.shape[0], device=device, dtype=real.dtype)
+    eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     x_hat = blocks.interpolate(real, fake, eps).detach().requires_grad_(True)
     mark(PHASES[0])
     scores = critic(x_hat)
@@ -164,7 +350,6 @@ def _phased_step(critic, optimizer, real, fake, path, weight) -> dict[str, float
     mark(PHASES[4])
     optimizer.step()
     mark(PHASES[5])
-    return timer.seconds
 
 
 def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 10) -> float:
@@ -245,6 +430,7 @@ class GPProfile:
     matmul_flops_per_second: float
     gpu: GPUSpec
     cuda_peak_bytes: int | None = None  # allocator high-water mark of one GP step, CUDA only
+    float32_precision: dict[str, bool | str] = field(default_factory=float32_precision)
 
     @property
     def overhead(self) -> float:
@@ -278,13 +464,16 @@ class GPProfile:
             "matmul_flops_per_second": self.matmul_flops_per_second,
             "floor_seconds": self.floor_seconds, "percent_of_floor": self.percent_of_floor,
             "modeled_gpu": self.gpu.name, "cuda_peak_bytes": self.cuda_peak_bytes,
+            "float32_precision": self.float32_precision,
         }
 
     def format_table(self) -> str:
         total = sum(self.phases.values())
         shape = "×".join(str(s) for s in self.sample_shape)
-        lines = [f"GP critic step, path={self.path}, batch {self.batch} × {shape}, device {self.device}",
-                 "", f"{'phase of the GP step':<42}{'ms':>10}{'share':>9}"]
+        lines = [f"GP critic step, path={self.path}, batch {self.batch} × {shape}, device {self.device}"]
+        if self.device.startswith("cuda"):  # fp32 convolutions and matmuls may run in TF32
+            lines.append(describe_float32_precision(self.float32_precision))
+        lines += ["", f"{'phase of the GP step':<42}{'ms':>10}{'share':>9}"]
         for phase, seconds in self.phases.items():
             lines.append(f"{phase:<42}{1e3 * seconds:>10.2f}{100 * seconds / total:>8.1f}%")
         lines.append(f"{'sum of phases':<42}{1e3 * total:>10.2f}")
@@ -364,7 +553,9 @@ def profile_gp(
     gp_counts, _ = count(gp_step)
     nogp_counts, _ = count(nogp_step)
     cuda_peak_bytes = _cuda_peak_bytes(gp_step, device) if device.type == "cuda" else None
-    phase_samples = [_phased_step(gp_critic, gp_optimizer, real, fake, path, weight)
+    order = _phase_order(gp_critic, gp_optimizer, real, fake, path, weight)
+    phase_samples = [phased_step(gp_critic, gp_optimizer, real, fake, path, weight,
+                                 timer=PhaseTimer(_phase_names(path), device, order))
                      for _ in range(repeats)]
     phases = {phase: statistics.median(sample[phase] for sample in phase_samples)
               for phase in phase_samples[0]}
@@ -373,7 +564,7 @@ def profile_gp(
         phases=phases, gp_step=timings["gp"], nogp_step=timings["nogp"], gp_counts=gp_counts,
         nogp_counts=nogp_counts,
         matmul_flops_per_second=matmul_flops_per_second(device.type, real.dtype), gpu=gpu,
-        cuda_peak_bytes=cuda_peak_bytes,
+        cuda_peak_bytes=cuda_peak_bytes, float32_precision=float32_precision(),
     )
 
 

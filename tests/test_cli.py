@@ -2,6 +2,7 @@
 
 import errno
 import io
+import json
 import os
 import subprocess
 import sys
@@ -142,6 +143,33 @@ def test_disk_full_while_training_fails_the_run_in_one_line(tmp_path, capsys, mo
     one_line_error(capsys.readouterr().err, "train", "No space left on device",
                    f"(writing {tmp_path})")
     assert len(calls) == 2 and not list(tmp_path.glob(".*.tmp"))  # no half-written file left
+
+
+def _info_with_tf32(conv: bool, matmul_precision: str, capsys) -> tuple[str, dict]:
+    """`fastgp info` and `fastgp info --json` under the given TF32 flags, restored afterwards."""
+    before = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = conv
+    torch.set_float32_matmul_precision(matmul_precision)
+    try:
+        assert main(["info"]) == 0
+        text = capsys.readouterr().out
+        assert main(["info", "--json"]) == 0
+        return text, json.loads(capsys.readouterr().out)
+    finally:
+        torch.backends.cudnn.allow_tf32 = before[0]
+        torch.set_float32_matmul_precision(before[1])
+
+
+@pytest.mark.parametrize("conv, matmul_precision, line", [
+    (True, "highest", "TF32: cuDNN conv on, CUDA matmul off (float32 matmul precision 'highest')"),
+    (False, "high", "TF32: cuDNN conv off, CUDA matmul on (float32 matmul precision 'high')"),
+])
+def test_info_reports_the_tf32_settings_it_finds(conv, matmul_precision, line, capsys):
+    text, report = _info_with_tf32(conv, matmul_precision, capsys)
+    assert f"fp32 precision: {line}" in text
+    assert report["float32_precision"] == {"tf32_cudnn_conv": conv,
+                                           "tf32_cuda_matmul": matmul_precision != "highest",
+                                           "float32_matmul_precision": matmul_precision}
 
 
 def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
