@@ -1,15 +1,22 @@
-"""What installing fastgp needs: the native build's use of torch."""
+"""What installing fastgp needs: the native build's use of torch, and the toolchain that Triton
+needs on CUDA (checked before ``auto`` picks Triton)."""
 
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from fastgp.cli import main
+from fastgp.ops import backend
+
 ROOT = Path(__file__).resolve().parent.parent
+CUDA = torch.device("cuda")
 
 
 # The native build --------------------------------------------------------------------------
@@ -63,3 +70,115 @@ def test_cuda_build_says_what_it_needs(tmp_path):
         expected = "FASTGP_CUDA=ON needs nvcc"
     assert result.returncode != 0
     assert expected in " ".join(result.stderr.split()), result.stderr
+
+
+# Triton's toolchain on CUDA ----------------------------------------------------------------
+
+@pytest.fixture
+def unchecked(monkeypatch):
+    """Triton installed and not interpreted, its toolchain not yet checked in this process."""
+    pytest.importorskip("triton")
+    monkeypatch.setattr(backend, "_TRITON_INSTALLED", True)
+    monkeypatch.setattr(backend, "_TRITON_BUILD_CHECK", {})
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    return monkeypatch
+
+
+def _without_compiler(monkeypatch):
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(backend.shutil, "which", lambda name, *args, **kwargs: None)
+
+
+def _cuda_fallback() -> str:
+    return "native" if backend.native_unavailable_reason(CUDA) is None else "torch"
+
+
+def test_without_a_c_compiler_auto_takes_the_next_backend_and_says_why(unchecked):
+    _without_compiler(unchecked)
+    with pytest.warns(RuntimeWarning, match="Triton kernels cannot run on CUDA here: no C "
+                                            "compiler found"):
+        assert backend.resolve("auto", CUDA) == _cuda_fallback()
+    reason = backend.triton_unavailable_reason(CUDA)
+    assert reason.startswith("no C compiler found") and "install gcc or set CC" in reason
+    with pytest.raises(RuntimeError, match="backend 'triton' is not usable here: no C compiler"):
+        backend.resolve("triton", CUDA)
+    with warnings.catch_warnings():  # checked and warned once per process
+        warnings.simplefilter("error")
+        assert backend.resolve("auto", CUDA) == _cuda_fallback()
+
+
+def test_without_python_headers_auto_takes_the_next_backend(unchecked, tmp_path):
+    real_get_paths = sysconfig.get_paths
+    unchecked.setattr(sysconfig, "get_paths",
+                      lambda *args, **kwargs: {**real_get_paths(*args, **kwargs),
+                                               "include": str(tmp_path)})
+    if backend.shutil.which("gcc") is None and backend.shutil.which("clang") is None:
+        unchecked.setenv("CC", sys.executable)  # any program on PATH: the headers come first
+    with pytest.warns(RuntimeWarning, match="Python's development headers are missing"):
+        assert backend.resolve("auto", CUDA) == _cuda_fallback()
+    assert f"no Python.h in {tmp_path}" in backend.triton_unavailable_reason(CUDA)
+
+
+def test_a_compiler_that_fails_or_is_missing_is_named(unchecked, tmp_path):
+    if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        pytest.skip("Python.h is not installed here: the compiler is never reached")
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'broken-cc: error: cannot write output' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    unchecked.setenv("CC", str(broken))
+    assert backend.triton_build_error() == (
+        f"the C compiler {broken} cannot build Triton's CUDA launcher against Python.h "
+        f"(exit 3: broken-cc: error: cannot write output)")
+    unchecked.setenv("CC", "no-such-compiler-fastgp")
+    assert backend.triton_build_error() == ("CC='no-such-compiler-fastgp', the C compiler Triton "
+                                            "builds its CUDA launcher with, is not found")
+
+
+def test_a_working_toolchain_passes(unchecked):
+    unchecked.delenv("CC", raising=False)
+    if shutil.which("gcc") is None and shutil.which("clang") is None:
+        pytest.skip("no C compiler here")
+    if not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+        pytest.skip("Python.h is not installed here")
+    assert backend.triton_build_error() is None
+    assert backend.resolve("auto", CUDA) == "triton"
+
+
+def test_a_build_function_set_in_triton_replaces_the_compiler(unchecked):
+    triton = pytest.importorskip("triton")
+    build = getattr(getattr(triton, "knobs", None), "build", None)
+    if build is None:
+        pytest.skip("this Triton has no triton.knobs.build")
+    _without_compiler(unchecked)
+    unchecked.setattr(build, "impl", lambda *args: None)
+    assert backend.triton_build_error() is None
+
+
+def test_info_reports_why_triton_is_not_used_on_a_gpu(unchecked, capsys):
+    _without_compiler(unchecked)
+    unchecked.setattr(torch.cuda, "is_available", lambda: True)
+    unchecked.setattr(torch.cuda, "device_count", lambda: 1)
+    unchecked.setattr(torch.cuda, "get_device_name", lambda device=None: "Mock GPU")
+    with pytest.warns(RuntimeWarning):
+        assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"cuda:0: Mock GPU  (auto -> {_cuda_fallback()})" in out
+    assert "  triton  no C compiler found" in out
+
+
+def test_compiled_code_reads_the_eager_answer(unchecked):
+    """torch.compile does not trace the compiler run: it reads the answer of an eager call."""
+
+    def offset(x):
+        return x + (1.0 if backend.resolve("auto", CUDA) == "triton" else 2.0)
+
+    _without_compiler(unchecked)
+    torch._dynamo.reset()
+    compiled = torch.compile(offset, backend="eager", fullgraph=True)
+    try:
+        with pytest.warns(RuntimeWarning):
+            eager = offset(torch.zeros(2))
+        assert torch.equal(compiled(torch.zeros(2)), eager)
+        assert eager.tolist() == [2.0, 2.0]
+    finally:
+        torch._dynamo.reset()
