@@ -1,5 +1,5 @@
-"""What installing fastgp needs: the native build's use of torch, and the toolchain that Triton
-needs on CUDA (checked before ``auto`` picks Triton)."""
+"""What installing fastgp needs: the torch floor, the native build's use of torch, and the
+toolchain that Triton needs on CUDA (checked before ``auto`` picks Triton)."""
 
 import os
 import shutil
@@ -11,12 +11,48 @@ from pathlib import Path
 
 import pytest
 import torch
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from fastgp.cli import main
 from fastgp.ops import backend
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.device("cuda")
+
+
+# The torch floor ---------------------------------------------------------------------------
+
+def _torch_requirement(requirements: list[str]) -> Requirement:
+    found = [Requirement(text) for text in requirements if Requirement(text).name == "torch"]
+    assert len(found) == 1, requirements
+    return found[0]
+
+
+def _torch_floors() -> tuple[Requirement, Requirement]:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return (_torch_requirement(config["build-system"]["requires"]),
+            _torch_requirement(config["project"]["dependencies"]))
+
+
+def test_torch_floor_is_one_and_the_installed_torch_meets_it():
+    build, runtime = _torch_floors()
+    assert build.specifier == runtime.specifier, (build, runtime)
+    installed = Version(torch.__version__)
+    assert runtime.specifier.contains(installed, prereleases=True), (str(runtime), installed)
+
+
+def test_torch_floor_has_the_library_apis_the_ops_use():
+    _, runtime = _torch_floors()
+    floor = [Version(spec.version) for spec in runtime.specifier if spec.operator == ">="]
+    assert len(floor) == 1, str(runtime)
+    # torch.library.triton_op and wrap_triton (fastgp/ops/triton/) became public in torch 2.6
+    # (pytorch/pytorch#141880; the 2.6 release lists triton_op as a beta feature).
+    assert floor[0] >= Version("2.6"), str(runtime)
+    for name in ("triton_op", "wrap_triton", "custom_op", "register_fake", "register_autograd",
+                 "opcheck"):
+        assert callable(getattr(torch.library, name, None)), f"torch.library.{name}"
 
 
 # The native build --------------------------------------------------------------------------
