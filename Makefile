@@ -4,8 +4,10 @@
 #   make test   install, then run the whole test suite
 # TORCH_SPEC chooses the torch build: the default pins the CPU build that installs in seconds
 # where a local wheel is available; `make test TORCH_SPEC=torch` takes PyPI's default build
-# (CUDA on Linux). The native extension fastgp._C is compiled against that torch (about 30 s);
-# NATIVE=0 installs without it (fastgp then runs on the Triton and torch backends).
+# (CUDA on Linux). The native extension fastgp._C is compiled against that torch (about 30 s),
+# with its CPU kernels only: no CUDA toolkit is needed, also for a CUDA torch (its CUDA kernels:
+# kernels/build_cuda.sh). NATIVE=0 installs without it (fastgp then runs on the Triton and torch
+# backends). The install ends with `fastgp info`: which backend runs on each device, and why not.
 
 PYTHON ?= python3
 VENV := .venv
@@ -21,6 +23,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" "scikit-build-core>=0.10" "cmake>=3.18" ninja
 	$(BIN)/pip install --quiet --no-build-isolation $(SKIP_NATIVE) -e ".[test,bench]"
+	$(BIN)/fastgp info
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,10 +1,12 @@
 """Which implementation of the fastgp ops runs: ``auto``, ``triton``, ``native`` or ``torch``.
 
 - ``torch``: the PyTorch composite — the oracle and the fallback, available everywhere.
-- ``triton``: the Triton kernels of :mod:`fastgp.ops.triton`; on CUDA tensors, or on CPU
+- ``triton``: the Triton kernels of :mod:`fastgp.ops.triton`; on CUDA tensors, where Triton can
+  build its launcher (a C compiler and Python's headers, checked once per process), or on CPU
   tensors when ``TRITON_INTERPRET=1`` was set before fastgp was imported (tests).
 - ``native``: the C++/CUDA extension ``fastgp._C``, when it was built.
-- ``auto`` (default): Triton on CUDA, native on CPU when built, else torch.
+- ``auto`` (default): Triton on CUDA when usable, native when built for the device, else torch;
+  ``fastgp info`` says why a backend is not usable.
 
 A public function's ``backend=`` argument wins over the global setting of :func:`set_backend`.
 """
@@ -13,6 +15,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
 
 import torch
 
@@ -22,6 +30,10 @@ BACKENDS = ("auto", "triton", "native", "torch")
 _global_backend = "auto"
 # Looked up once: torch.compile reads a constant instead of tracing an import system call.
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+# triton_build_error()'s answer, filled on the first eager call (key "triton").
+_TRITON_BUILD_CHECK: dict[str, str | None] = {}
+# Asked once, for the same reason: torch.compile cannot trace an op that returns a bool.
+_NATIVE_HAS_CUDA = native.has_cuda()
 
 
 def set_backend(backend: str) -> None:
@@ -49,11 +61,75 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
     if not _TRITON_INSTALLED:
         return "triton is not installed"
     if device.type == "cuda":
-        return None
+        return None if triton_interpreted() else _checked_triton_build_error()
     if device.type == "cpu" and triton_interpreted():
         return None
     return (f"Triton kernels run on CUDA devices (or on the CPU with TRITON_INTERPRET=1 set "
             f"before import); got a {device.type} tensor")
+
+
+def _checked_triton_build_error() -> str | None:
+    # torch.compile must not trace a compiler run: while compiling, use the answer of an earlier
+    # eager call; without one, assume Triton builds — Inductor compiles Triton kernels with the
+    # same toolchain on CUDA, so a missing one fails there with Triton's own message.
+    if torch.compiler.is_compiling():
+        return _TRITON_BUILD_CHECK.get("triton")
+    if "triton" not in _TRITON_BUILD_CHECK:
+        reason = _TRITON_BUILD_CHECK["triton"] = triton_build_error()
+        if reason is not None:
+            warnings.warn(f"fastgp: Triton kernels cannot run on CUDA here: {reason}. Backend "
+                          f"'auto' takes the native or torch kernels instead (`fastgp info`).",
+                          RuntimeWarning, stacklevel=2)
+    return _TRITON_BUILD_CHECK["triton"]
+
+
+def triton_build_error() -> str | None:
+    """Why Triton cannot build the C launcher of its CUDA kernels here, or None when it can.
+
+    Importing triton needs neither, but the first launch on CUDA compiles a C module that
+    includes ``Python.h``, with ``$CC`` or else ``gcc`` or else ``clang`` (Triton's own order);
+    without them every kernel call fails. The compiler and headers are looked up as Triton looks
+    them up, then a small C file that includes ``Python.h`` is built the way Triton builds its
+    launcher. A build function set in ``triton.knobs.build.impl`` replaces the compiler call.
+    """
+    import triton
+
+    knobs = getattr(triton, "knobs", None)  # absent from older Triton releases
+    if getattr(getattr(knobs, "build", None), "impl", None) is not None:
+        return None
+    compiler = os.environ.get("CC")
+    if compiler is None:
+        compiler = shutil.which("gcc") or shutil.which("clang")
+        if compiler is None:
+            return ("no C compiler found (Triton builds the launcher of its CUDA kernels with $CC, "
+                    "gcc or clang): install gcc or set CC")
+    elif shutil.which(compiler) is None:
+        return f"CC={compiler!r}, the C compiler Triton builds its CUDA launcher with, is not found"
+    scheme = sysconfig.get_default_scheme()
+    if scheme == "posix_local":  # Debian's scheme; Triton reads the headers of posix_prefix
+        scheme = "posix_prefix"
+    include = sysconfig.get_paths(scheme=scheme)["include"]
+    if not os.path.isfile(os.path.join(include, "Python.h")):
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return (f"Python's development headers are missing (no Python.h in {include}), and "
+                f"Triton's CUDA launcher includes them: install python{version}-dev (or "
+                f"python{version}-devel)")
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "probe.c")
+        with open(source, "w") as file:
+            file.write("#include <Python.h>\nint fastgp_probe(void) { return Py_IsInitialized(); }\n")
+        command = [compiler, source, "-O3", "-shared", "-fPIC", f"-I{include}",
+                   "-o", os.path.join(folder, "probe.so")]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"the C compiler {compiler} did not run for Triton's CUDA launcher ({error})"
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip() or "no message").splitlines()
+        first_error = next((line for line in lines if "error" in line.lower()), lines[0])
+        return (f"the C compiler {compiler} cannot build Triton's CUDA launcher against Python.h "
+                f"(exit {result.returncode}: {first_error.strip()})")
+    return None
 
 
 def native_unavailable_reason(device: torch.device) -> str | None:
@@ -61,7 +137,7 @@ def native_unavailable_reason(device: torch.device) -> str | None:
     reason = native.load_error()
     if reason is not None:
         return reason
-    if device.type == "cuda" and not native.has_cuda():
+    if device.type == "cuda" and not _NATIVE_HAS_CUDA:
         return "fastgp._C was built without CUDA kernels"
     if device.type not in ("cpu", "cuda"):
         return f"fastgp._C has kernels for cpu and cuda, not {device.type}"
