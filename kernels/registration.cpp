@@ -4,6 +4,11 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <cstdint>
+#include <vector>
+
+#include "fastgp/host.h"
+
 namespace fastgp {
 namespace {
 
@@ -13,6 +18,13 @@ bool has_cuda() {
 #else
   return false;
 #endif
+}
+
+// (splits, chunk) of the CUDA norm reduction (split_plan in include/fastgp/host.h): the launch
+// arithmetic of a kernel that only runs on a GPU, exposed so that tests check it on any build.
+std::vector<int64_t> cuda_split_plan(int64_t batch, int64_t sample_size, int64_t target_blocks) {
+  const SplitPlan plan = split_plan(batch, sample_size, target_blocks);
+  return {plan.splits, plan.chunk};
 }
 
 }  // namespace
@@ -27,6 +39,8 @@ TORCH_LIBRARY(fastgp_native, m) {
         "-> (Tensor, Tensor)");
   m.def("leaky_relu_mask_backward(Tensor grad, Tensor mask, float negative_slope) -> Tensor");
   m.def("has_cuda() -> bool", &has_cuda);
+  m.def("cuda_split_plan(int batch, int sample_size, int target_blocks) -> int[]",
+        &cuda_split_plan);
 }
 
 }  // namespace fastgp

@@ -227,6 +227,30 @@ def test_norm_penalty_channels_last_equals_contiguous(backend):
     assert relative_error(penalty, expected_penalty) <= FP64_TOL
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape, layout", [((3, 0), None), ((2, 4, 0), None),
+                                           ((2, 0, 3, 3), torch.channels_last)])
+def test_samples_without_elements_agree_on_every_backend(shape, layout, backend):
+    """Samples of zero elements have norm 0 on every backend; every op returns empty outputs
+    (Triton's reduction plan divided by zero here, the native CPU kernel died of SIGFPE)."""
+    grad = torch.zeros(shape, dtype=torch.float64)
+    if layout is not None:
+        grad = grad.to(memory_format=layout)
+    grad.requires_grad_(True)
+    penalty, norms = ops.norm_penalty(grad, 10.0, 1.0, False, backend=backend)
+    assert torch.equal(norms, torch.zeros(shape[0], dtype=torch.float64))
+    assert penalty.item() == 10.0  # λ · mean((0 − c)²)
+    (d_grad,) = torch.autograd.grad(penalty, grad)  # the backend's backward kernel
+    assert d_grad.shape == shape
+    eps = torch.rand(shape[0], dtype=torch.float64)
+    assert ops.interpolate(grad, grad, eps, backend=backend).shape == shape
+    bias = torch.zeros(shape[1], dtype=torch.float64)
+    out, mask = ops.bias_leaky_relu(grad.detach(), bias, 0.2, 1, backend=backend)
+    assert out.shape == mask.shape == shape
+    backward = torch.ops.fastgp.leaky_relu_mask_backward(grad.detach(), mask, 0.2, backend)
+    assert backward.shape == shape
+
+
 # ----------------------------------------------------------------------------- bias_leaky_relu
 
 

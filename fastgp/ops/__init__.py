@@ -39,8 +39,9 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, *,
         backend: ``auto``/``triton``/``native``/``torch``; None uses :func:`get_backend`.
 
     Returns:
-        ``x̂`` with the shape, dtype and memory format of ``real``. Differentiable with respect
-        to all three inputs, twice.
+        ``x̂`` with the shape and dtype of ``real``, and its strides when ``real`` is contiguous
+        or channels_last (contiguous otherwise; see :mod:`fastgp.ops._layout`). Differentiable
+        with respect to all three inputs, twice.
     """
     check_batched_float("real", real)
     check_batched_float("fake", fake)
@@ -74,8 +75,9 @@ def bias_leaky_relu(
     """``y = x + bias`` (broadcast along ``channel_dim``), ``out = y > 0 ? y : α·y``, and the mask.
 
     Returns:
-        ``(out, mask)``: ``out`` like ``x``; ``mask`` a ``torch.bool`` tensor (one byte per
-        element) that is True where ``y > 0``. Differentiable in ``x`` and ``bias``, twice.
+        ``(out, mask)``: ``out`` like ``x`` (in the layout of :mod:`fastgp.ops._layout`);
+        ``mask`` a ``torch.bool`` tensor (one byte per element, same layout) that is True where
+        ``y > 0``. Differentiable in ``x`` and ``bias``, twice.
     """
     check_batched_float("x", x)
     channel_dim = channel_dim % x.dim()

@@ -13,12 +13,15 @@ Backward, from the mask alone (the activation is never stored)::
 
 LeakyReLU is piecewise linear, so its second derivative is zero almost everywhere: the
 backward's own backward is the same mask product (the bias_act pattern of StyleGAN2-ADA, with
-one kernel reused for the first and the second derivative).
+one kernel reused for the first and the second derivative). Outputs and mask take the layout of
+:mod:`fastgp.ops._layout` on every backend, and so do the fake kernels.
 """
 
 # No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
 import torch
 
+from fastgp.ops._checks import check_same_device
+from fastgp.ops._layout import output_like
 from fastgp.ops._registry import op_for
 
 
@@ -33,6 +36,7 @@ def _bias_leaky_relu(
     x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float, channel_dim: int,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    check_same_device("fastgp::bias_leaky_relu", x=x, bias=bias)
     if backend == "triton":
         from fastgp.ops.triton import launchers
 
@@ -40,30 +44,33 @@ def _bias_leaky_relu(
     if backend == "native":
         return torch.ops.fastgp_native.bias_leaky_relu(x, bias, negative_slope, channel_dim)
     y = x if bias is None else x + _bias_view(bias.to(x.dtype), x, channel_dim)
-    mask = y > 0
-    return torch.where(mask, y, y * negative_slope), mask
+    mask = torch.gt(y, 0, out=output_like(x, torch.bool))
+    return torch.where(mask, y, y * negative_slope, out=output_like(x)), mask
 
 
 @_bias_leaky_relu.register_fake
 def _(x, bias, negative_slope, channel_dim, backend):
-    return torch.empty_like(x), torch.empty_like(x, dtype=torch.bool)
+    check_same_device("fastgp::bias_leaky_relu", x=x, bias=bias)
+    return output_like(x), output_like(x, torch.bool)
 
 
 @torch.library.custom_op("fastgp::leaky_relu_mask_backward", mutates_args=())
 def _leaky_relu_mask_backward(grad: torch.Tensor, mask: torch.Tensor, negative_slope: float,
                               backend: str) -> torch.Tensor:
+    check_same_device("fastgp::leaky_relu_mask_backward", grad=grad, mask=mask)
     if backend == "triton":
         from fastgp.ops.triton import launchers
 
         return launchers.leaky_relu_mask_backward(grad, mask, negative_slope)
     if backend == "native":
         return torch.ops.fastgp_native.leaky_relu_mask_backward(grad, mask, negative_slope)
-    return torch.where(mask, grad, grad * negative_slope)
+    return torch.where(mask, grad, grad * negative_slope, out=output_like(grad))
 
 
 @_leaky_relu_mask_backward.register_fake
 def _(grad, mask, negative_slope, backend):
-    return torch.empty_like(grad)
+    check_same_device("fastgp::leaky_relu_mask_backward", grad=grad, mask=mask)
+    return output_like(grad)
 
 
 def save_mask_backward(ctx, mask, negative_slope, backend) -> None:

@@ -13,28 +13,34 @@ Backward (``g`` the gradient of the output)::
 When both ``real`` and ``fake`` need gradients, ``fastgp::interpolate_backward`` writes both from
 one read of ``g``; its own backward is ``interpolate`` again (the map is linear in ``g``), so
 the op may sit inside a ``create_graph=True`` region. The ``backend`` argument is a concrete
-backend (``triton``, ``native`` or ``torch``, see :mod:`fastgp.ops.backend`).
+backend (``triton``, ``native`` or ``torch``, see :mod:`fastgp.ops.backend`). Outputs take the
+layout of :mod:`fastgp.ops._layout` on every backend (``real``'s, or ``grad``'s, when it is
+contiguous or channels_last; contiguous otherwise), and so do the fake kernels.
 """
 
 # No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
 import torch
 
-from fastgp.ops._checks import batch_view_shape
+from fastgp.ops._checks import batch_view_shape, check_same_device
+from fastgp.ops._layout import output_like
 from fastgp.ops._registry import op_for
 
 
 def _composite(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     eps_b = eps.to(real.dtype).view(batch_view_shape(real))
     # The canonical two products and a sum, so the result rounds exactly like the usual
-    # `eps * real + (1 - eps) * fake` line; the output takes real's memory format.
-    out = torch.empty_like(real)
-    torch.add(eps_b * real, (1 - eps_b) * fake, out=out)
-    return out
+    # `eps * real + (1 - eps) * fake` line, written in the layout every backend returns.
+    return torch.add(eps_b * real, (1 - eps_b) * fake, out=output_like(real))
+
+
+def _check_devices(real, fake, eps) -> None:
+    check_same_device("fastgp::interpolate", real=real, fake=fake, eps=eps)
 
 
 @torch.library.custom_op("fastgp::interpolate", mutates_args=())
 def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
                  backend: str) -> torch.Tensor:
+    _check_devices(real, fake, eps)
     if backend == "triton":
         from fastgp.ops.triton import launchers
 
@@ -46,12 +52,18 @@ def _interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
 
 @_interpolate.register_fake
 def _(real, fake, eps, backend):
-    return torch.empty_like(real)
+    _check_devices(real, fake, eps)
+    return output_like(real)
+
+
+def _check_backward_devices(grad, eps) -> None:
+    check_same_device("fastgp::interpolate_backward", grad=grad, eps=eps)
 
 
 @torch.library.custom_op("fastgp::interpolate_backward", mutates_args=())
 def _interpolate_backward(grad: torch.Tensor, eps: torch.Tensor,
                           backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_backward_devices(grad, eps)
     if backend == "triton":
         from fastgp.ops.triton import launchers
 
@@ -59,12 +71,14 @@ def _interpolate_backward(grad: torch.Tensor, eps: torch.Tensor,
     if backend == "native":
         return torch.ops.fastgp_native.interpolate_backward(grad, eps)
     eps_b = eps.to(grad.dtype).view(batch_view_shape(grad))
-    return grad * eps_b, grad * (1 - eps_b)
+    return (torch.mul(grad, eps_b, out=output_like(grad)),
+            torch.mul(grad, 1 - eps_b, out=output_like(grad)))
 
 
 @_interpolate_backward.register_fake
 def _(grad, eps, backend):
-    return torch.empty_like(grad), torch.empty_like(grad)
+    _check_backward_devices(grad, eps)
+    return output_like(grad), output_like(grad)
 
 
 def save_interpolate_backward(ctx, grad, eps, backend: str) -> None:

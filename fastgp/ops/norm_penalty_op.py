@@ -15,13 +15,15 @@ Backward, with upstream gradients ``p̄`` (of the penalty) and ``n̄_i`` (of the
 ``sqrt(sum(g²))`` would give NaN. Norms and penalty are accumulated and returned in fp32 for
 16-bit inputs and in the input dtype otherwise. The backward runs the backend's one-pass kernel;
 under ``create_graph=True`` it runs as differentiable torch ops instead, so the op supports
-double backward (``gradgradcheck``) on every backend.
+double backward (``gradgradcheck``) on every backend. The backward's output takes the layout of
+:mod:`fastgp.ops._layout` on every backend, and so do the fake kernels.
 """
 
 # No `from __future__ import annotations` here: custom_op reads these hints to build the schema.
 import torch
 
-from fastgp.ops._checks import accumulation_dtype, batch_view_shape
+from fastgp.ops._checks import accumulation_dtype, batch_view_shape, check_same_device
+from fastgp.ops._layout import output_like
 from fastgp.ops._registry import op_for
 
 
@@ -92,18 +94,28 @@ def _norm_penalty_backward(
     grad_norms: torch.Tensor | None, weight: float, center: float, one_sided: bool, backend: str,
 ) -> torch.Tensor:
     """``s_i · g_i`` in one pass over ``g`` (first-order backward of ``norm_penalty``)."""
+    _check_backward_devices(grad, norms, grad_penalty, grad_norms)
     if backend == "triton":
         from fastgp.ops.triton import launchers
 
         return launchers.norm_penalty_backward(grad, norms, grad_penalty, grad_norms, weight,
                                                center, one_sided)
-    return torch.ops.fastgp_native.norm_penalty_backward(grad, norms, grad_penalty, grad_norms,
-                                                         weight, center, one_sided)
+    if backend == "native":
+        return torch.ops.fastgp_native.norm_penalty_backward(grad, norms, grad_penalty,
+                                                             grad_norms, weight, center, one_sided)
+    return output_like(grad).copy_(
+        composite_backward(grad, norms, grad_penalty, grad_norms, weight, center, one_sided))
+
+
+def _check_backward_devices(grad, norms, grad_penalty, grad_norms) -> None:
+    check_same_device("fastgp::norm_penalty_backward", grad=grad, norms=norms,
+                      grad_penalty=grad_penalty, grad_norms=grad_norms)
 
 
 @_norm_penalty_backward.register_fake
 def _(grad, norms, grad_penalty, grad_norms, weight, center, one_sided, backend):
-    return torch.empty_like(grad)
+    _check_backward_devices(grad, norms, grad_penalty, grad_norms)
+    return output_like(grad)
 
 
 def norm_penalty_backward(ctx, grad_penalty: torch.Tensor | None,

@@ -1,15 +1,16 @@
 // CPU kernels of the fastgp ops (see fastgp/ops/*_op.py for the formulas and the autograd).
 //
 // Every kernel sees a batch as B samples of M elements laid out sample-major (contiguous or
-// channels_last; anything else is copied once) and walks it with at::parallel_for. Inner loops
-// run over contiguous runs with loop-invariant scalars so the compiler vectorizes them; the
-// per-element math comes from include/fastgp/elementwise.h, shared with the CUDA kernels.
+// channels_last; anything else is copied once), writes its outputs in that layout (the rule of
+// include/fastgp/host.h, which the fake kernels share) and walks it with at::parallel_for.
+// Inner loops run over contiguous runs with loop-invariant scalars so the compiler vectorizes
+// them; the per-element math comes from include/fastgp/elementwise.h, shared with the CUDA
+// kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/Optional.h>
 #include <torch/library.h>
 
@@ -84,11 +85,10 @@ acc_t sum_of_squares(const scalar_t* x, int64_t size) {
 at::Tensor interpolate_cpu(const at::Tensor& real_in, const at::Tensor& fake_in,
                            const at::Tensor& eps_in) {
   check_batch(real_in, "real");
-  TORCH_CHECK(real_in.sizes() == fake_in.sizes(), "real and fake must have the same shape");
   at::Tensor real = real_in, fake = fake_in;
-  match_layout(real, fake);
+  match_layout(real, fake, "real", "fake");
   at::Tensor eps = eps_in.to(real.scalar_type()).contiguous();
-  at::Tensor out = at::empty_like(real);
+  at::Tensor out = output_like(real);
   const int64_t n = real.numel(), sample_size = n / real.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "interpolate", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -114,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
   check_batch(grad_in, "grad");
   at::Tensor grad = sample_major(grad_in);
   at::Tensor eps = eps_in.to(grad.scalar_type()).contiguous();
-  at::Tensor grad_real = at::empty_like(grad), grad_fake = at::empty_like(grad);
+  at::Tensor grad_real = output_like(grad), grad_fake = output_like(grad);
   const int64_t n = grad.numel(), sample_size = n / grad.size(0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
                                   "interpolate_backward", [&] {
@@ -152,7 +152,9 @@ std::tuple<at::Tensor, at::Tensor> norm_penalty_cpu(const at::Tensor& grad_in, d
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     std::vector<acc_t> partial(batch * chunks, acc_t(0));
-    const int64_t grain = std::max<int64_t>(1, kElementGrain / std::min(sample_size, kReductionChunk));
+    // A sample without elements (M = 0) has one empty chunk: norm 0, as on every backend.
+    const int64_t task_size = std::max<int64_t>(1, std::min(sample_size, kReductionChunk));
+    const int64_t grain = std::max<int64_t>(1, kElementGrain / task_size);
     at::parallel_for(0, batch * chunks, grain, [&](int64_t lo, int64_t hi) {
       for (int64_t task = lo; task < hi; ++task) {
         const int64_t sample = task / chunks, chunk = task % chunks;
@@ -187,7 +189,7 @@ at::Tensor norm_penalty_backward_cpu(const at::Tensor& grad_in, const at::Tensor
   const double upstream = grad_penalty.has_value() ? grad_penalty->item<double>() : 0.0;
   at::Tensor grad_norms;
   if (grad_norms_in.has_value()) grad_norms = grad_norms_in->to(acc_type).contiguous();
-  at::Tensor out = at::empty_like(grad);
+  at::Tensor out = output_like(grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
                                   "norm_penalty_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -217,9 +219,10 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cpu(const at::Tensor& x_in,
                                                        double negative_slope, int64_t channel_dim) {
   check_batch(x_in, "x");
   at::Tensor x = sample_major(x_in);
-  at::Tensor out = at::empty_like(x);
-  at::Tensor mask = at::empty_like(x, x.options().dtype(at::kBool));
+  at::Tensor out = output_like(x);
+  at::Tensor mask = output_like(x, at::kBool);
   const int64_t n = x.numel();
+  if (n == 0) return {out, mask};  // nothing to write, and the loops below divide by C
   // A dense tensor is [outer, C, inner] in memory, inner = the channel dim's stride.
   const int64_t channels = x.size(channel_dim), inner = x.stride(channel_dim);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu", [&] {
@@ -280,8 +283,8 @@ at::Tensor leaky_relu_mask_backward_cpu(const at::Tensor& grad_in, const at::Ten
                                         double negative_slope) {
   check_batch(grad_in, "grad");
   at::Tensor grad = grad_in, mask = mask_in;
-  match_layout(grad, mask);
-  at::Tensor out = at::empty_like(grad);
+  match_layout(grad, mask, "grad", "mask");
+  at::Tensor out = output_like(grad);
   const int64_t n = grad.numel();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
                                   "leaky_relu_mask_backward", [&] {

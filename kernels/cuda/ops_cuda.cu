@@ -1,18 +1,21 @@
 // CUDA kernels of the fastgp ops: the same formulas as the CPU kernels, through the shared
 // per-element header (include/fastgp/elementwise.h), which the CPU tests exercise.
 //
-// Elementwise kernels use grid-stride loops over the sample-major flat layout. The norm is a
-// split reduction: block (sample, split) sums one chunk of one sample into a partial, one block
-// then finalizes norms and the penalty. Launches go to the current stream; nothing syncs.
+// Elementwise kernels use grid-stride loops over the sample-major flat layout and write outputs
+// in it (the rule of include/fastgp/host.h, which the fake kernels share). The norm is a split
+// reduction: block (sample, split) sums one chunk of one sample into a partial, one block then
+// finalizes norms and the penalty. Every op first checks that its tensors share one device, then
+// makes that device current (CUDAGuard): launches go to its current stream; nothing syncs.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -27,8 +30,17 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 65535;
-constexpr int64_t kMinSplitSize = 4096;  // elements below which a sample is not split further
-constexpr int64_t kTargetBlocks = 4 * 132;  // a few waves of an H100's 132 SMs
+constexpr int64_t kBlocksPerSm = 4;  // norm reduction: a few waves of the device's SMs
+
+// Blocks the norm reduction aims for on the current device (the op's, under its CUDAGuard).
+// Asked of the CUDA runtime: ATen/cuda/CUDAContext.h would also need the cuBLAS and cuSPARSE
+// headers, which a minimal toolkit (nvcc and cudart) does not have.
+int64_t target_blocks() {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
+                                        c10::cuda::current_device()));
+  return kBlocksPerSm * sms;
+}
 
 int64_t elementwise_blocks(int64_t n) {
   return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks));
@@ -145,12 +157,13 @@ __global__ void leaky_relu_mask_backward_kernel(const scalar_t* grad, const bool
 at::Tensor interpolate_cuda(const at::Tensor& real_in, const at::Tensor& fake_in,
                             const at::Tensor& eps_in) {
   check_batch(real_in, "real");
-  TORCH_CHECK(real_in.sizes() == fake_in.sizes(), "real and fake must have the same shape");
+  check_same_device("interpolate", real_in, "real", fake_in, "fake");
+  check_same_device("interpolate", real_in, "real", eps_in, "eps");
   const c10::cuda::CUDAGuard guard(real_in.device());
   at::Tensor real = real_in, fake = fake_in;
-  match_layout(real, fake);
+  match_layout(real, fake, "real", "fake");
   at::Tensor eps = eps_in.to(real.scalar_type()).contiguous();
-  at::Tensor out = at::empty_like(real);
+  at::Tensor out = output_like(real);
   const int64_t n = real.numel(), sample_size = n / real.size(0);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "interpolate", [&] {
@@ -166,10 +179,11 @@ at::Tensor interpolate_cuda(const at::Tensor& real_in, const at::Tensor& fake_in
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad_in,
                                                              const at::Tensor& eps_in) {
   check_batch(grad_in, "grad");
+  check_same_device("interpolate_backward", grad_in, "grad", eps_in, "eps");
   const c10::cuda::CUDAGuard guard(grad_in.device());
   at::Tensor grad = sample_major(grad_in);
   at::Tensor eps = eps_in.to(grad.scalar_type()).contiguous();
-  at::Tensor grad_real = at::empty_like(grad), grad_fake = at::empty_like(grad);
+  at::Tensor grad_real = output_like(grad), grad_fake = output_like(grad);
   const int64_t n = grad.numel(), sample_size = n / grad.size(0);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
@@ -191,12 +205,8 @@ std::tuple<at::Tensor, at::Tensor> norm_penalty_cuda(const at::Tensor& grad_in, 
   at::Tensor grad = sample_major(grad_in);
   const int64_t batch = grad.size(0), sample_size = grad.numel() / batch;
   const auto options = grad.options().dtype(accumulation_type(grad.scalar_type()));
-  // Enough splits per sample to fill the GPU when the batch is small; no split under
-  // kMinSplitSize elements, so small samples take one block each.
-  const int64_t wanted = std::max<int64_t>(1, kTargetBlocks / batch);
-  const int64_t splits =
-      std::max<int64_t>(1, std::min<int64_t>(wanted, sample_size / kMinSplitSize));
-  const int64_t chunk = (sample_size + splits - 1) / splits;
+  const SplitPlan plan = split_plan(batch, sample_size, target_blocks());
+  const int64_t splits = plan.splits, chunk = plan.chunk;
   at::Tensor partial = at::empty({batch, splits}, options);
   at::Tensor norms = at::empty({batch}, options), penalty = at::empty({}, options);
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -221,6 +231,10 @@ at::Tensor norm_penalty_backward_cuda(const at::Tensor& grad_in, const at::Tenso
                                       const std::optional<at::Tensor>& grad_norms_in,
                                       double weight, double center, bool one_sided) {
   check_batch(grad_in, "grad");
+  const char* op = "norm_penalty_backward";
+  check_same_device(op, grad_in, "grad", norms_in, "norms");
+  check_same_device(op, grad_in, "grad", grad_penalty_in.value_or(at::Tensor()), "grad_penalty");
+  check_same_device(op, grad_in, "grad", grad_norms_in.value_or(at::Tensor()), "grad_norms");
   const c10::cuda::CUDAGuard guard(grad_in.device());
   at::Tensor grad = sample_major(grad_in);
   const int64_t batch = grad.size(0), n = grad.numel(), sample_size = n / batch;
@@ -231,7 +245,7 @@ at::Tensor norm_penalty_backward_cuda(const at::Tensor& grad_in, const at::Tenso
                                 : at::zeros({}, grad.options().dtype(acc_type));
   at::Tensor grad_norms;
   if (grad_norms_in.has_value()) grad_norms = grad_norms_in->to(acc_type).contiguous();
-  at::Tensor out = at::empty_like(grad);
+  at::Tensor out = output_like(grad);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
                                   "norm_penalty_backward", [&] {
@@ -251,10 +265,11 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cuda(const at::Tensor& x_in,
                                                         const std::optional<at::Tensor>& bias_in,
                                                         double negative_slope, int64_t channel_dim) {
   check_batch(x_in, "x");
+  check_same_device("bias_leaky_relu", x_in, "x", bias_in.value_or(at::Tensor()), "bias");
   const c10::cuda::CUDAGuard guard(x_in.device());
   at::Tensor x = sample_major(x_in);
-  at::Tensor out = at::empty_like(x);
-  at::Tensor mask = at::empty_like(x, x.options().dtype(at::kBool));
+  at::Tensor out = output_like(x);
+  at::Tensor mask = output_like(x, at::kBool);
   const int64_t n = x.numel(), channels = x.size(channel_dim), inner = x.stride(channel_dim);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu", [&] {
@@ -273,10 +288,11 @@ std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cuda(const at::Tensor& x_in,
 at::Tensor leaky_relu_mask_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_in,
                                          double negative_slope) {
   check_batch(grad_in, "grad");
+  check_same_device("leaky_relu_mask_backward", grad_in, "grad", mask_in, "mask");
   const c10::cuda::CUDAGuard guard(grad_in.device());
   at::Tensor grad = grad_in, mask = mask_in;
-  match_layout(grad, mask);
-  at::Tensor out = at::empty_like(grad);
+  match_layout(grad, mask, "grad", "mask");
+  at::Tensor out = output_like(grad);
   const int64_t n = grad.numel();
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),

@@ -42,11 +42,24 @@ def interpolate_backward_kernel(grad_ptr, eps_ptr, grad_real_ptr, grad_fake_ptr,
 
 
 @triton.jit
+def split_bounds(split, chunk, sample_size):
+    """Columns ``[s·chunk, min((s+1)·chunk, M))`` of split ``s``, in int64.
+
+    ``split`` (a program id) and ``chunk`` arrive as int32: ``(s+1)·chunk`` wraps once it
+    reaches 2³¹, which the last split of a sample of about 2³¹ elements or more does, and that
+    split would then sum nothing. Widening ``split`` first keeps every column index exact.
+    """
+    begin = split.to(tl.int64) * chunk
+    end = tl.minimum(begin + chunk, sample_size)
+    return begin, end
+
+
+@triton.jit
 def sum_of_squares_kernel(grad_ptr, partial_ptr, n_samples, sample_size, chunk, n_splits,
                           ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_M: tl.constexpr):
     """Split reduction: ``partial[i, s] = Σ_{j ∈ chunk s} g_ij²``.
 
-    Program ``(b, s)`` covers samples ``b·BLOCK_B …`` and columns ``s·chunk … (s+1)·chunk``:
+    Program ``(b, s)`` covers samples ``b·BLOCK_B …`` and the columns of :func:`split_bounds`:
     many samples per program when samples are small, many programs per sample when they are
     large, so the grid stays full in both cases.
     """
@@ -54,8 +67,9 @@ def sum_of_squares_kernel(grad_ptr, partial_ptr, n_samples, sample_size, chunk, 
     row_in_range = rows < n_samples
     row_start = rows.to(tl.int64) * sample_size
     split = tl.program_id(1)
+    begin, end = split_bounds(split, chunk, sample_size)
     acc = tl.zeros((BLOCK_B, BLOCK_M), dtype=ACC)
-    for start in range(split * chunk, (split + 1) * chunk, BLOCK_M):
+    for start in range(begin, end, BLOCK_M):
         columns = start + tl.arange(0, BLOCK_M)
         mask = row_in_range[:, None] & (columns < sample_size)[None, :]
         values = tl.load(grad_ptr + row_start[:, None] + columns[None, :], mask=mask,
