@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from fastgp.devices import make_deterministic
 from fastgp.losses import clip_weights_
 from fastgp.train import run_contents, run_folder
 from fastgp.train.averaging import generator_average
@@ -126,7 +127,9 @@ class Trainer:
         config = self.config = config.resolved(self.kind, self.sample_shape[0])
         self.out_dir = Path(out_dir)
         self.progress = progress and self.group.is_main
-        self.device = self.group.device(config.device)
+        if config.deterministic:  # before any model exists: it also fixes cuBLAS's workspaces
+            make_deterministic()
+        self.device = self.group.select_device(config.device)
         if config.batch_size % self.group.world_size:
             raise ValueError(f"batch_size {config.batch_size} must divide evenly over "
                              f"{self.group.world_size} processes")
@@ -523,12 +526,9 @@ class Trainer:
         if missing:
             raise ValueError(f"{path} is not a fastgp checkpoint: missing keys {missing}; it "
                              "cannot be resumed")
-        saved = dict(state["config"])
-        current = dataclasses.asdict(self.config)
-        differing = sorted(key for key in current
-                           if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
+        differing = self.config.changes_from(dict(state["config"]), RESUMABLE_CHANGES)
         if differing:
-            changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
+            changes = ", ".join(differing)
             raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
                              f"{', '.join(RESUMABLE_CHANGES)} may change")
         step = int(state["step"])
