@@ -55,6 +55,19 @@ def check_device(name: str, option: str = "--device", allow_auto: bool = False) 
                      f"{', '.join(available)}")
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a copy from host memory to a GPU does not block the host.
+
+    A plain ``.to("cuda")`` of pageable memory waits until the copy is done, and the copy waits
+    for the work queued before it: a whole-device sync. Through pinned memory the copy is
+    asynchronous (``non_blocking=True``); torch's pinned-memory cache keeps the staging block
+    until the copy has finished, so the source may be freed at once.
+    """
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def make_deterministic() -> None:
     """Make every later op of this process deterministic, for runs that must repeat (and resume)
     bit for bit on CUDA: cuDNN's deterministic convolution algorithms without benchmarking (the

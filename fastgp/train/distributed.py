@@ -146,7 +146,8 @@ class ProcessGroup:
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every process when it is true on one (a stop request must reach all ranks
-        before the next collective, or the others would wait forever)."""
+        before the next collective, or the others would wait forever). Reading the result is a
+        device sync: the trainer asks only at logged steps."""
         if not self.distributed:
             return flag
         value = torch.tensor([float(flag)], device=device)
