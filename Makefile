@@ -1,6 +1,7 @@
 # One command sets up and runs; the virtual environment lives in .venv/ of the checkout.
 #   make run    install, then train the default WGAN-GP (8 gaussians) into runs/latest
-#               (--overwrite: replaces the run an earlier `make run` left there)
+#               (--overwrite: replaces the run an earlier `make run` left there), on the GPU
+#               where torch sees one, else on the CPU; DEVICE=cpu|cuda|cuda:N picks the device
 #   make test   install, then run the whole test suite
 # TORCH_SPEC chooses the torch build: the default pins the CPU build that installs in seconds
 # where a local wheel is available; `make test TORCH_SPEC=torch` takes PyPI's default build
@@ -28,8 +29,10 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp
 
 install: $(STAMP)
 
+# `make run DEVICE=cpu` overrides it; a DEVICE environment variable does not (:=, not ?=)
+DEVICE := auto
 run: $(STAMP)
-	$(BIN)/fastgp train --out runs/latest --overwrite
+	$(BIN)/fastgp train --out runs/latest --overwrite --device $(DEVICE)
 
 test: $(STAMP)
 	$(BIN)/ruff check fastgp tests benchmarks

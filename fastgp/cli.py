@@ -100,7 +100,8 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
     parser.add_argument("--eval-samples", type=int, default=None,
                         help="samples per evaluation (default: 2500 toy/vector, 898 images)")
-    parser.add_argument("--device", default=defaults.device)
+    parser.add_argument("--device", default=defaults.device,
+                        help="auto (cuda where available, else cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
                         help="bf16/fp16: autocast forwards, fp32 norms; fp16 with loss scaling")
     parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
@@ -108,6 +109,9 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
                              "auto: the engine when it supports the critic")
     parser.add_argument("--compile", action="store_true",
                         help="run the engine's critic step under torch.compile (slower on CPU)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic algorithms only (cuDNN, cuBLAS, torch): reruns and "
+                             "resumes repeat exactly on CUDA, at some cost in speed")
     parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
                         help="step-numbered checkpoints kept in checkpoints/")
     parser.add_argument("--resume", action="store_true",
@@ -139,7 +143,7 @@ def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    check_device(args.device)
+    check_device(args.device, allow_auto=True)
     config = TrainConfig(
         dataset=args.dataset, image_size=args.image_size, steps=args.steps,
         batch_size=args.batch_size, loss=args.loss,
@@ -151,7 +155,7 @@ def _run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_samples=args.eval_samples,
         device=args.device, precision=args.precision, critic_step=args.critic_step,
-        compile=args.compile,
+        compile=args.compile, deterministic=args.deterministic,
         keep_checkpoints=args.keep_checkpoints,
     )
     args.out = _folder(args.out)
@@ -170,7 +174,8 @@ def _run_train(args: argparse.Namespace) -> int:
     config = trainer.config
     processes = f", {group.world_size} processes" if group.distributed else ""
     print(f"fastgp train: {config.dataset}, {config.loss} (penalty {config.penalty}, "
-          f"n_critic {config.n_critic}), {config.steps} generator steps{processes} -> {args.out}; "
+          f"n_critic {config.n_critic}), {config.steps} generator steps on {config.device}"
+          f"{processes} -> {args.out}; "
           f"critic step: {trainer.critic_step_name}")
     if trainer.stale_lock:
         print(f"took over the lock of {trainer.stale_lock}, which ended without releasing it")
@@ -239,7 +244,8 @@ def _compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=TrainConfig.device,
+                        help="auto (cuda where available, else cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--out", default="runs/compare",
                         help="one run folder per loss in it, and the table and figure")
     parser.add_argument("--no-progress", action="store_true")
@@ -253,7 +259,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     unknown = [name for name in losses if name not in LOSSES]
     if unknown or not losses:
         raise ValueError(f"--losses takes names from {LOSSES}, got {args.losses!r}")
-    check_device(args.device)
+    check_device(args.device, allow_auto=True)
     base = TrainConfig(dataset=args.dataset, steps=args.steps, hidden=args.hidden, seed=args.seed,
                        eval_every=args.eval_every, device=args.device)
     base.validate()

@@ -304,7 +304,9 @@ def _penalty_at(
     # Norms and penalty in fp32 (or fp64), never in an autocast dtype.
     with torch.autocast(device_type=x.device.type, enabled=False):
         if scaler is not None:
-            grad = grad.to(accumulation_dtype(grad.dtype)) / scaler.get_scale()
+            # The scale as a device tensor: scaler.get_scale() reads it on the host, a sync.
+            scale = scaler.scale(torch.ones((), device=grad.device))
+            grad = grad.to(accumulation_dtype(grad.dtype)) / scale
         penalty, norms = ops.norm_penalty(grad, weight, center, one_sided, backend=backend)
     return (penalty, norms.detach()) if return_norms else penalty
 

@@ -67,7 +67,8 @@ def _pytorch_autocast(critic, real, fake, eps, dtype, scale):
 
 
 def _step(critic, real, fake, precision, init_scale=1024.0):
-    config = TrainConfig(gp_weight=WEIGHT, precision=precision).resolved("toy")
+    # CPU tensors: autocast must be the CPU's, also where the default device would be a GPU
+    config = TrainConfig(gp_weight=WEIGHT, precision=precision, device="cpu").resolved("toy")
     objectives = Objectives(critic, config)
     assert (objectives.engine is None) == (precision != "fp32")  # autocast: the autograd path
     if objectives.scaler is not None:

@@ -47,11 +47,9 @@ def _existing_run(run_dir: Path, config: TrainConfig) -> tuple[str, dict | None]
     if not checkpoint.is_file():
         return "new", None
     state = run_folder.load_checkpoint(checkpoint)
-    saved, current = state.get("config") or {}, dataclasses.asdict(config)
-    differing = sorted(key for key in current
-                       if key not in RERUN_CHANGES and saved.get(key) != current[key])
+    differing = config.changes_from(state.get("config") or {}, RERUN_CHANGES)
     if differing:
-        changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
+        changes = ", ".join(differing)
         raise ValueError(f"{run_dir} holds a run of other settings ({changes}); compare trains "
                          "every loss with the same settings: choose another --out")
     step = int(state["step"])

@@ -43,6 +43,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from fastgp.devices import resolve_device
+
 LOSSES = ("wgan-gp", "wgan-lp", "wgan-clip", "gan")
 PENALTIES = ("gp", "lp", "r1", "r2", "dragan", "none")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -95,10 +97,11 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 500
     eval_samples: int | None = None  # None: 2,500 (toy, vector), 898 (image)
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda where available, else cpu (resolved when a run starts)
     precision: str = "fp32"  # bf16/fp16: autocast forwards; fp16 adds loss scaling (GradScaler)
     critic_step: str = "auto"  # engine (FusedCritic), tier1 (autograd), auto: engine if it can
     compile: bool = False  # the engine's critic step under torch.compile (measured slower on CPU)
+    deterministic: bool = False  # deterministic cuDNN/cuBLAS/torch algorithms (exact reruns on CUDA)
     keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
 
     def validate(self) -> None:
@@ -138,7 +141,9 @@ class TrainConfig:
 
     def resolved(self, kind: str, data_dim: int = 2) -> TrainConfig:
         """A copy with every ``None`` replaced by the default of the loss and of the data kind
-        (``toy``, ``vector`` of dimension ``data_dim``, or ``image``)."""
+        (``toy``, ``vector`` of dimension ``data_dim``, or ``image``), and device ``auto`` by the
+        device it picks here (``config.json`` records where the run trained; a resume on a machine
+        where ``auto`` picks another device is refused, as its numbers would differ)."""
         self.validate()
         if kind not in DATA_KINDS:
             raise ValueError(f"kind must be one of {DATA_KINDS}, got {kind!r}")
@@ -163,7 +168,18 @@ class TrainConfig:
             n_critic=default(self.n_critic, 1 if self.loss == "gan" else 5),
             optimizer=default(self.optimizer, "rmsprop" if clip else "adam"),
             lr=default(self.lr, 5e-5 if clip else (1e-3 if kind == "toy" else 1e-4)),
+            device=resolve_device(self.device),
         )
+
+    def changes_from(self, saved: dict, allowed: tuple[str, ...] = ()) -> list[str]:
+        """``"key: saved -> current"`` for every option, other than ``allowed``, in which this
+        config differs from the ``saved`` one. An option that a config saved by an earlier
+        version lacks counts as its default (that version behaved as the default does)."""
+        defaults = dataclasses.asdict(TrainConfig())
+        current = dataclasses.asdict(self)
+        return [f"{key}: {saved.get(key, defaults[key])!r} -> {current[key]!r}"
+                for key in sorted(current)
+                if key not in allowed and saved.get(key, defaults[key]) != current[key]]
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

@@ -11,6 +11,11 @@ hooks of autograd's backward, and the engine (:class:`fastgp.FusedCritic`) compu
 gradients without autograd; with the Tier 1 penalty, DDP needs every parameter in the graph of
 the double backward or it hangs. One flat all-reduce per model after the gradients are complete
 does what DDP's buckets do, for both paths. gloo on CPU, NCCL on CUDA.
+
+On CUDA each process trains on its own GPU, ``cuda:LOCAL_RANK``, made the *current* device before
+the process group is created: NCCL binds each rank's communicator to it, ``all_gather_object``
+stages its objects on it, and Triton launches kernels on the current device whatever device
+their tensors are on. Left at ``cuda:0``, every rank would use GPU 0 there (NCCL fails or hangs).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from fastgp.devices import resolve_device
 
 
 def launched_by_torchrun() -> bool:
@@ -46,13 +53,21 @@ class ProcessGroup:
 
     @classmethod
     def from_environment(cls, device: str) -> ProcessGroup:
-        """Join the job torchrun describes in the environment (a single process otherwise)."""
+        """Join the job torchrun describes in the environment (a single process otherwise).
+
+        On CUDA this process's GPU becomes the current device before the process group is made,
+        and NCCL's group is bound to it (``device_id``)."""
         if not launched_by_torchrun():
             return cls()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        placement = cls(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]), local_rank)
+        chosen = placement.select_device(device)
         if not dist.is_initialized():
-            backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-            dist.init_process_group(backend)
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+            if chosen.type == "cuda":
+                dist.init_process_group("nccl", device_id=chosen)
+            else:
+                dist.init_process_group("gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
 
     def close(self) -> None:
         """Leave the job, all processes together: rank 0 writes the final figures and report
@@ -60,14 +75,36 @@ class ProcessGroup:
         still connected aborted now and then ("terminate called without an active exception"
         in 2 of 20 runs of a 2-process job), failing the job after it had trained."""
         if self.distributed and dist.is_initialized():
-            dist.barrier()
+            if dist.get_backend() == "nccl":  # on this process's GPU, not one torch guesses
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
             dist.destroy_process_group()
 
-    def device(self, device: str) -> torch.device:
-        """``cuda`` becomes this process's GPU (``cuda:LOCAL_RANK``); other devices stay."""
-        chosen = torch.device(device)
-        if self.distributed and chosen.type == "cuda" and chosen.index is None:
-            return torch.device("cuda", self.local_rank)
+    def select_device(self, device: str) -> torch.device:
+        """The device this process trains on (``auto`` resolved); a GPU becomes the current one.
+
+        ``cuda`` is this process's GPU: ``cuda:LOCAL_RANK`` in a job of several processes, the
+        current device otherwise. An explicit ``cuda:N`` is refused in a job of several processes
+        (they would all train on GPU N), and so is a GPU index this machine does not have.
+        """
+        chosen = torch.device(resolve_device(device))
+        if chosen.type != "cuda":
+            return chosen
+        if self.distributed:
+            if chosen.index is not None:
+                raise ValueError(f"device {device!r} names one GPU for all {self.world_size} "
+                                 "processes; give cuda: each process takes the GPU of its "
+                                 "LOCAL_RANK")
+            chosen = torch.device("cuda", self.local_rank)
+        elif chosen.index is None:
+            chosen = torch.device("cuda", torch.cuda.current_device())
+        visible = torch.cuda.device_count()
+        if chosen.index >= visible:
+            source = f"LOCAL_RANK {self.local_rank}" if self.distributed else f"device {device!r}"
+            raise ValueError(f"{source} asks for GPU {chosen.index}, and {visible} GPU(s) are "
+                             "visible; start at most one process per GPU")
+        torch.cuda.set_device(chosen)
         return chosen
 
     def broadcast_parameters(self, module: nn.Module) -> None:
@@ -109,7 +146,8 @@ class ProcessGroup:
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every process when it is true on one (a stop request must reach all ranks
-        before the next collective, or the others would wait forever)."""
+        before the next collective, or the others would wait forever). Reading the result is a
+        device sync: the trainer asks only at logged steps."""
         if not self.distributed:
             return flag
         value = torch.tensor([float(flag)], device=device)

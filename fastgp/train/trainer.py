@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from fastgp.devices import host_to_device, make_deterministic
 from fastgp.losses import clip_weights_
 from fastgp.train import run_contents, run_folder
 from fastgp.train.averaging import generator_average
@@ -126,7 +127,9 @@ class Trainer:
         config = self.config = config.resolved(self.kind, self.sample_shape[0])
         self.out_dir = Path(out_dir)
         self.progress = progress and self.group.is_main
-        self.device = self.group.device(config.device)
+        if config.deterministic:  # before any model exists: it also fixes cuBLAS's workspaces
+            make_deterministic()
+        self.device = self.group.select_device(config.device)
         if config.batch_size % self.group.world_size:
             raise ValueError(f"batch_size {config.batch_size} must divide evenly over "
                              f"{self.group.world_size} processes")
@@ -275,8 +278,7 @@ class Trainer:
         interrupted = False
         try:
             with self._stop_between_steps():
-                while (self.step < self.config.steps
-                       and not self.group.any(self._stop_requested, self.device)):
+                while self.step < self.config.steps and not self._stop_agreed():
                     stats = self._train_step()
                     self.step += 1
                     bar.update(1)
@@ -348,6 +350,18 @@ class Trainer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _stop_agreed(self) -> bool:
+        """Whether every process stops before the next step (after Ctrl-C or SIGTERM).
+
+        A single process reads its own flag. Processes agree with an all-reduce whose result the
+        host must read, a device sync, so they agree only at logged steps (which read the
+        logged values anyway): a stop request waits at most ``log_every`` steps there."""
+        if not self.group.distributed:
+            return self._stop_requested
+        if self.step % self.config.log_every:
+            return False
+        return self.group.any(self._stop_requested, self.device)
+
     def learning_rate(self, step: int) -> float:
         """The schedule: constant, or linear decay from ``lr`` at step 0 to 0 after the last step."""
         if self.config.lr_schedule == "linear":
@@ -361,7 +375,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
         for index in range(config.n_critic):
-            real = self.data.sample(self.local_batch, self.data_stream).to(self.device)
+            real = host_to_device(self.data.sample(self.local_batch, self.data_stream), self.device)
             noise = torch.randn(self.local_batch, config.noise_dim, device=self.device)
             with torch.no_grad(), self.objectives.autocast():
                 fake = at_least_fp32(self.generator(noise))
@@ -389,6 +403,7 @@ class Trainer:
         return {"critic": stats, "generator_loss": generator_loss.detach(), "lr": lr}
 
     def _log_row(self, step_stats: dict) -> dict[str, float]:
+        """The logged values of a step, read on the host at once (one device sync per row)."""
         stats = step_stats["critic"]
         norms = stats.norms
         if norms is None:  # no penalty measured them on this step: measure at fresh interpolates
@@ -396,18 +411,13 @@ class Trainer:
         # Means over equal shards are the global batch's means; norms are gathered whole.
         losses = torch.stack([stats.loss, step_stats["generator_loss"], stats.w_estimate,
                               stats.penalty]).float()
-        losses = self.group.average(losses).tolist()
+        losses = self.group.average(losses)
         norms = self.group.concatenate(norms.float())
-        return {
-            "critic_loss": losses[0],
-            "generator_loss": losses[1],
-            "w_estimate": losses[2],
-            "penalty": losses[3],
-            "grad_norm_mean": norms.mean().item(),
-            "grad_norm_std": norms.std().item() if norms.numel() > 1 else 0.0,
-            "grad_norm_max": norms.max().item(),
-            "lr": step_stats["lr"],
-        }
+        spread = norms.std() if norms.numel() > 1 else norms.new_zeros(())
+        values = torch.cat([losses, torch.stack([norms.mean(), spread, norms.max()])]).tolist()
+        names = ("critic_loss", "generator_loss", "w_estimate", "penalty", "grad_norm_mean",
+                 "grad_norm_std", "grad_norm_max")
+        return dict(zip(names, values, strict=True)) | {"lr": step_stats["lr"]}
 
     def _check_finite(self, row: dict[str, float]) -> None:
         # With fp16 loss scaling, a step whose scaled gradients overflowed is skipped by the
@@ -523,12 +533,9 @@ class Trainer:
         if missing:
             raise ValueError(f"{path} is not a fastgp checkpoint: missing keys {missing}; it "
                              "cannot be resumed")
-        saved = dict(state["config"])
-        current = dataclasses.asdict(self.config)
-        differing = sorted(key for key in current
-                           if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
+        differing = self.config.changes_from(dict(state["config"]), RESUMABLE_CHANGES)
         if differing:
-            changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in differing)
+            changes = ", ".join(differing)
             raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
                              f"{', '.join(RESUMABLE_CHANGES)} may change")
         step = int(state["step"])
