@@ -170,9 +170,14 @@ def test_a_cli_run_without_a_gpu_trains_on_the_cpu_and_says_so(monkeypatch, tmp_
 def test_make_run_trains_on_auto_unless_a_device_is_given():
     def run_command(*variables, environment=None):
         # -o: take the installed venv as up to date; -n: print the commands, run nothing
-        result = subprocess.run(["make", "-n", "-o", ".venv/.installed", "run", *variables],
+        # Under `make test` the outer make's level and flags would make this one print
+        # "Entering/Leaving directory" lines: run it as a top-level make.
+        outer = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
+        base = {key: value for key, value in os.environ.items() if key not in outer}
+        result = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed",
+                                 "run", *variables],
                                 cwd=REPOSITORY, capture_output=True, text=True, check=True,
-                                env=dict(os.environ, **(environment or {})))
+                                env=dict(base, **(environment or {})))
         return result.stdout.splitlines()[-1]
 
     assert run_command().endswith("fastgp train --out runs/latest --overwrite --device auto")
