@@ -216,11 +216,10 @@ def _engine(critic: Critic, x: torch.Tensor, conditions: tuple[torch.Tensor, ...
     reason, engine = _explicit_blocker(critic, x, method), None
     if reason is None:
         engine, reason = engine_for(critic, backend, len(conditions))
-    if reason is None and engine.parameters and (engine.parameters[0].dtype != x.dtype or
-                                                  engine.parameters[0].device != x.device):
+    first = None if engine is None else next(engine.parameters(), None)
+    if first is not None and (first.dtype != x.dtype or first.device != x.device):
         reason, engine = (f"the samples ({x.dtype} on {x.device}) are not in the critic's dtype "
-                          f"and device ({engine.parameters[0].dtype} on "
-                          f"{engine.parameters[0].device})"), None
+                          f"and device ({first.dtype} on {first.device})"), None
     if engine is not None:
         return engine
     if method == "explicit":

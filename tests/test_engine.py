@@ -504,3 +504,14 @@ def test_the_trainers_image_critic_step_and_optimizer_match_autograd(shape, arch
         optimizer.step()
         updates[path] = [p.detach() - b for p, b in zip(critic.parameters(), before, strict=True)]
     assert relative_error(updates["engine"], updates["tier1"]) <= 1e-9
+
+
+def test_parameters_is_a_method_in_the_order_of_the_penalty_gradients():
+    critic, shape = _build("dcgan", torch.float64)
+    fused = fastgp.FusedCritic(critic)
+    assert [id(p) for p in fused.parameters()] == [id(p) for p in critic.parameters()]
+    real, fake, _ = _inputs(shape, 3)
+    _, _, grads = fused.penalty_gradients(real, "gp", 10.0)
+    assert [g.shape if g is not None else p.shape for p, g in zip(fused.parameters(), grads,
+                                                                   strict=True)] == \
+        [p.shape for p in critic.parameters()]

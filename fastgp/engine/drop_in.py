@@ -74,7 +74,8 @@ def explicit_penalty(engine: FusedCritic, x: torch.Tensor, penalty: str, weight:
     # matmuls) would mix dtypes inside them.
     with torch.autocast(device_type=x.device.type, enabled=False):
         value, norms, grads = engine.penalty_gradients(x, penalty, weight, center, conditions)
-    trainable = [(p, g) for p, g in zip(engine.parameters, grads, strict=True) if p.requires_grad]
+    trainable = [(p, g) for p, g in zip(engine.parameters(), grads, strict=True)
+                 if p.requires_grad]
     if not trainable:
         return value, norms
     parameters, parameter_grads = zip(*trainable, strict=True)

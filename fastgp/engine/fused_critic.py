@@ -13,7 +13,7 @@ and writes ``∂loss/∂θ`` into every parameter's ``.grad``, with the four fir
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -143,10 +143,15 @@ class FusedCritic:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
 
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The critic's parameters as the engine read them (``critic.parameters()`` at the last
+        reading), in the order of the gradients :meth:`penalty_gradients` returns."""
+        return iter(self._read_parameters)
+
     def _read_critic(self) -> None:
         """Read the critic's layers into rules (raises for a critic the engine cannot read)."""
-        self.parameters = list(self.critic.parameters())
-        self.rule = read_critic(self.critic, self.parameters, 1 + self.conditions)
+        self._read_parameters = list(self.critic.parameters())
+        self.rule = read_critic(self.critic, self._read_parameters, 1 + self.conditions)
         self._signature = structure_signature(self.critic)
 
     def _refresh(self) -> None:
@@ -237,8 +242,8 @@ class FusedCritic:
                 results.append(self._chunk(
                     real[rows], fake[rows], None if eps is None else eps[rows], penalty, weight,
                     float(center), batch, backend, grads))
-            pull_back(normalized, self.parameters, grads, self.rule.positions)
-        for parameter, grad in zip(self.parameters, grads[:len(self.parameters)], strict=True):
+            pull_back(normalized, self._read_parameters, grads, self.rule.positions)
+        for parameter, grad in zip(self._read_parameters, grads[:len(self._read_parameters)], strict=True):
             parameter.grad = _in_layout_of(parameter, grad) if parameter.requires_grad else None
         wasserstein = sum((r[0] for r in results[1:]), results[0][0])
         total_penalty = sum((r[1] for r in results[1:]), results[0][1])
@@ -251,7 +256,8 @@ class FusedCritic:
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
         """The penalty alone at the points ``x`` (x̂ for GP/LP, the samples for R1/R2) and its
         parameter gradients, without touching any ``.grad``: ``(P, norms, grads)`` with
-        ``grads[i]`` the gradient for ``self.parameters[i]`` in its layout (None where the
+        ``grads[i]`` the gradient for the ``i``-th of :meth:`parameters` in its layout (None
+        where the
         parameter is frozen or unused). ``P = λ·mean φ(‖∇C(x)‖)`` (``γ/2·mean‖∇C‖²`` for R1/R2).
 
         This is what :func:`fastgp.gradient_penalty` adds to the user's own W-loss: forward,
@@ -280,21 +286,21 @@ class FusedCritic:
             if curvature:  # the h̄ terms reach the parameters below through a backward
                 self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
             self.rule.factor_gradients(ctx)
-            pull_back(normalized, self.parameters, grads, self.rule.positions)
+            pull_back(normalized, self._read_parameters, grads, self.rule.positions)
         return value, norms, [None if grad is None or not parameter.requires_grad
                               else _in_layout_of(parameter, grad) for parameter, grad
-                              in zip(self.parameters, grads[:len(self.parameters)], strict=True)]
+                              in zip(self._read_parameters, grads[:len(self._read_parameters)], strict=True)]
 
     def _gradient_slots(self) -> list[torch.Tensor | None]:
         """One slot per parameter, then one per spectrally normalized weight of the step."""
-        return [None] * (len(self.parameters) + len(self.rule.positions.normalized))
+        return [None] * (len(self._read_parameters) + len(self.rule.positions.normalized))
 
     def _check_inputs(self, real: torch.Tensor, fake: torch.Tensor) -> None:
         check_batched_float("real", real)
         check_batched_float("fake", fake)
         check_same_layout("real", real, "fake", fake)
-        if self.parameters:
-            reference = self.parameters[0]
+        if self._read_parameters:
+            reference = self._read_parameters[0]
             if real.dtype != reference.dtype or real.device != reference.device:
                 raise ValueError(
                     f"real and fake must have the critic's dtype and device ({reference.dtype} "
