@@ -44,9 +44,11 @@ import math
 from dataclasses import dataclass
 
 from fastgp.devices import resolve_device
+from fastgp.engine.fused_critic import PENALTIES as ENGINE_PENALTIES
 
 LOSSES = ("wgan-gp", "wgan-lp", "wgan-clip", "gan")
-PENALTIES = ("gp", "lp", "r1", "r2", "dragan", "none")
+# The engine's penalties and DRAGAN (Tier 1 only: its points are random perturbations).
+PENALTIES = (*(name for name in ENGINE_PENALTIES if name != "none"), "dragan", "none")
 OPTIMIZERS = ("adam", "rmsprop")
 LR_SCHEDULES = ("constant", "linear")
 INITIALIZATIONS = ("pytorch", "he", "xavier", "orthogonal", "dcgan")

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from fastgp.engine import PENALTIES as ENGINE_PENALTIES
 from fastgp.engine import FusedCritic, UnsupportedLayerError
 from fastgp.losses import (
     critic_wasserstein_loss,
@@ -39,7 +40,6 @@ from fastgp.losses import (
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 from fastgp.train.config import TrainConfig
 
-ENGINE_PENALTIES = ("gp", "lp", "r1", "r2", "none")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
