@@ -20,7 +20,7 @@ SKIP_NATIVE := $(if $(filter 0,$(NATIVE)),-C wheel.cmake=false,)
 
 .PHONY: install run test lint bench bench-quick bench-pytest profile gpu-check gpu-check-dry-run clean
 
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp kernels/*/*.cu kernels/*/*/*.h)
+$(STAMP): pyproject.toml fastgp/_version.py CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp kernels/*/*.cu kernels/*/*/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" "scikit-build-core>=0.10" "cmake>=3.18" ninja
 	$(BIN)/pip install --quiet --no-build-isolation $(SKIP_NATIVE) -e ".[test,bench]"

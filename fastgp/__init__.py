@@ -1,6 +1,7 @@
 """fastgp: fast, exact gradient penalties and a WGAN-GP training system."""
 
 from fastgp import ops
+from fastgp._version import __version__
 from fastgp.engine import CriticStep, FusedCritic, UnsupportedLayerError
 from fastgp.engine.explain import Explanation, explain
 from fastgp.losses import (
@@ -22,8 +23,6 @@ from fastgp.ops import (
 )
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 from fastgp.profile import profile_gp
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
