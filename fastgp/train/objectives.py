@@ -23,13 +23,12 @@ penalty's norms and the losses are fp32. With fp16 the critic loss is scaled by 
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from fastgp.engine import PENALTIES as ENGINE_PENALTIES
-from fastgp.engine import FusedCritic, UnsupportedLayerError
+from fastgp.engine import CriticStep, FusedCritic, UnsupportedLayerError
 from fastgp.losses import (
     critic_wasserstein_loss,
     discriminator_bce_loss,
@@ -41,15 +40,6 @@ from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 from fastgp.train.config import TrainConfig
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class CriticStats(NamedTuple):
-    """What one critic step measured (detached scalars; ``norms`` may be None)."""
-
-    loss: torch.Tensor
-    w_estimate: torch.Tensor  # E[C(real)] − E[C(fake)]
-    penalty: torch.Tensor
-    norms: torch.Tensor | None  # per-sample ‖∇C‖ where the penalty took them
 
 
 class Objectives:
@@ -106,7 +96,7 @@ class Objectives:
 
     def critic_step(self, real: torch.Tensor, fake: torch.Tensor, with_penalty: bool,
                     rng: torch.Generator | None = None,
-                    eps: torch.Tensor | None = None) -> CriticStats:
+                    eps: torch.Tensor | None = None) -> CriticStep:
         """Set every critic ``.grad`` to the gradient of the critic loss; return its statistics.
 
         With lazy regularization the penalty is weighted by ``penalty_every`` on the steps that
@@ -120,7 +110,7 @@ class Objectives:
         if self.engine is not None:
             loss, wasserstein, value, norms = self._engine_step(
                 real, fake, eps if penalty in ("gp", "lp") else None, penalty, weight)
-            return CriticStats(loss, wasserstein, value, norms if penalty in ("gp", "lp") else None)
+            return CriticStep(loss, wasserstein, value, norms if penalty in ("gp", "lp") else None)
         with self.autocast():
             real_scores, fake_scores = self.critic(real), self.critic(fake)
         real_scores, fake_scores = at_least_fp32(real_scores), at_least_fp32(fake_scores)
@@ -134,7 +124,7 @@ class Objectives:
         for parameter in self.critic.parameters():
             parameter.grad = None
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return CriticStats(loss.detach(), wasserstein_estimate(real_scores, fake_scores).detach(),
+        return CriticStep(loss.detach(), wasserstein_estimate(real_scores, fake_scores).detach(),
                            value.detach(), norms)
 
     def _run_engine(self, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None,

@@ -409,7 +409,7 @@ class Trainer:
         if norms is None:  # no penalty measured them on this step: measure at fresh interpolates
             norms = interpolate_gradient_norms(self.critic, *self._last_batch, rng=self.probe_stream)
         # Means over equal shards are the global batch's means; norms are gathered whole.
-        losses = torch.stack([stats.loss, step_stats["generator_loss"], stats.w_estimate,
+        losses = torch.stack([stats.loss, step_stats["generator_loss"], stats.wasserstein,
                               stats.penalty]).float()
         losses = self.group.average(losses)
         norms = self.group.concatenate(norms.float())
