@@ -1,4 +1,13 @@
-"""fastgp: fast, exact gradient penalties and a WGAN-GP training system."""
+"""fastgp: fast, exact gradient penalties and a WGAN-GP training system.
+
+``import fastgp`` loads the penalty, the ops, the engine and the losses only. The measurement
+tools (:mod:`fastgp.profile`, :mod:`fastgp.counting`: torch's private dispatch machinery), the
+benchmark, the trainer and their plotting and data libraries load when first asked for:
+the names of :data:`_LAZY` are found through the module's ``__getattr__`` (PEP 562).
+"""
+
+import importlib
+from typing import TYPE_CHECKING
 
 from fastgp import ops
 from fastgp._version import __version__
@@ -22,7 +31,9 @@ from fastgp.ops import (
     set_backend,
 )
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
-from fastgp.profile import profile_gp
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time these load on first use
+    from fastgp.profile import profile_gp
 
 __all__ = [
     "BACKENDS",
@@ -50,3 +61,21 @@ __all__ = [
     "r1_penalty",
     "wasserstein_estimate",
 ]
+
+# Public names whose modules load on first use: the name -> the module that defines it.
+_LAZY = {
+    "profile_gp": "fastgp.profile",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -314,15 +314,15 @@ def markdown_table(rows: list[dict]) -> str:
 
 def plot_rows(path: Path, rows: list[dict]) -> None:
     """Two panels: measured GP overhead per case and path, and the modeled H100 overhead."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Loaded here, when a figure is asked for; a Figure, not pyplot, so that the backend of the
+    # calling program is left as it is.
+    from matplotlib.figure import Figure
 
     cases = list(dict.fromkeys(row["case"] for row in rows))
     paths = [p for p in dict.fromkeys(row["path"] for row in rows) if p != NO_GP]
     by_key = {(row["case"], row["path"]): row for row in rows}
-    figure, (measured, modeled) = plt.subplots(1, 2, figsize=(12, 4.2), dpi=100)
+    figure = Figure(figsize=(12, 4.2), dpi=100)
+    measured, modeled = figure.subplots(1, 2)
     width = 0.8 / max(len(paths), 1)
     for index, name in enumerate(paths):
         offsets = [i + (index - (len(paths) - 1) / 2) * width for i in range(len(cases))]
@@ -346,7 +346,6 @@ def plot_rows(path: Path, rows: list[dict]) -> None:
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def write_outputs(out_dir: Path, rows: list[dict]) -> list[Path]:

@@ -16,17 +16,14 @@ import dataclasses
 import io
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # not pyplot: the caller's backend stays as it is
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from fastgp.train import run_folder  # noqa: E402
-from fastgp.train.config import TrainConfig  # noqa: E402
-from fastgp.train.data import ToyDataset, toy_dataset  # noqa: E402
-from fastgp.train.report import markdown_table  # noqa: E402
-from fastgp.train.trainer import Trainer, sample  # noqa: E402
+from fastgp.train import run_folder
+from fastgp.train.config import TrainConfig
+from fastgp.train.data import ToyDataset, toy_dataset
+from fastgp.train.report import markdown_table
+from fastgp.train.trainer import Trainer, sample
 
 COMPARED_LOSSES = ("gan", "wgan-clip", "wgan-gp", "wgan-lp")
 COLUMNS = ["loss", "modes_covered", "num_modes", "high_quality_share", "emd", "emd_floor",
@@ -114,8 +111,8 @@ def _plot(path: Path, dataset: str, samples: dict[str, torch.Tensor], rows: list
     data = toy_dataset(dataset)
     real = data.sample(2500, torch.Generator().manual_seed(0))
     low, high = real.min(dim=0).values - 0.4, real.max(dim=0).values + 0.4
-    figure, axes = plt.subplots(1, len(samples), figsize=(3.6 * len(samples), 3.9), dpi=110,
-                                squeeze=False)
+    figure = Figure(figsize=(3.6 * len(samples), 3.9), dpi=110)
+    axes = figure.subplots(1, len(samples), squeeze=False)
     for axis, row in zip(axes[0], rows, strict=True):
         fake = samples[row["loss"]].clamp(min=low - 1, max=high + 1)
         axis.scatter(real[:, 0], real[:, 1], s=1, c="tab:orange", alpha=0.4)
@@ -131,5 +128,4 @@ def _plot(path: Path, dataset: str, samples: dict[str, torch.Tensor], rows: list
     figure.tight_layout(rect=(0, 0, 1, 0.92))  # leave the top band to the suptitle
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
     run_folder.atomic_write(path, lambda handle: handle.write(buffer.getvalue()))

@@ -8,14 +8,14 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")  # files only; never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from fastgp.train.run_folder import atomic_write
 
-from fastgp.train.run_folder import atomic_write  # noqa: E402
+# Figures are drawn on matplotlib.figure.Figure objects, not through pyplot: files only, no
+# window, and no change of the backend of the program (a notebook) that calls these functions.
 
 
 def plot_toy_samples(
@@ -36,7 +36,8 @@ def plot_toy_samples(
     points = torch.cat([real, fake])
     low = torch.quantile(points, 0.005, dim=0).minimum(real.min(dim=0).values) - 0.3
     high = torch.quantile(points, 0.995, dim=0).maximum(real.max(dim=0).values) + 0.3
-    figure, axes = plt.subplots(figsize=(5.5, 5.5), dpi=110)
+    figure = Figure(figsize=(5.5, 5.5), dpi=110)
+    axes = figure.add_subplot()
     if critic is not None:
         xs = torch.linspace(float(low[0]), float(high[0]), 160)
         ys = torch.linspace(float(low[1]), float(high[1]), 160)
@@ -67,7 +68,8 @@ def plot_histograms(path: Path, real: torch.Tensor, fake: torch.Tensor, title: s
     if high <= low:  # all values equal: bins of width 1 around them
         low, high = low - 0.5, high + 0.5
     bins = torch.linspace(low, high, 61).numpy()
-    figure, axes = plt.subplots(figsize=(5.5, 4), dpi=110)
+    figure = Figure(figsize=(5.5, 4), dpi=110)
+    axes = figure.add_subplot()
     axes.hist(real.numpy(), bins=bins, density=True, alpha=0.5, color="tab:orange", label="real")
     axes.hist(fake.numpy(), bins=bins, density=True, alpha=0.5, color="tab:blue", label="generated")
     axes.set_xlabel("value")
@@ -76,7 +78,6 @@ def plot_histograms(path: Path, real: torch.Tensor, fake: torch.Tensor, title: s
     axes.set_title(title)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def plot_training_curves(path: Path, metrics_csv: Path) -> None:
@@ -94,7 +95,8 @@ def plot_training_curves(path: Path, metrics_csv: Path) -> None:
         ("penalty", "penalty"),
         ("grad_norm_mean", "mean ‖∇C(x̂)‖"),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), dpi=100)
+    figure = Figure(figsize=(4 * len(panels), 3.2), dpi=100)
+    axes = figure.subplots(1, len(panels))
     for axis, (column, label) in zip(axes, panels, strict=True):
         axis.plot(steps, [float(row[column]) for row in rows], linewidth=1)
         axis.set_title(label)
@@ -108,7 +110,6 @@ def _save_figure(figure, path: Path) -> None:
     """PNG of ``figure`` written atomically (a link at ``path`` is replaced, not followed)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
-    plt.close(figure)
     atomic_write(Path(path), lambda handle: handle.write(buffer.getvalue()))
 
 
