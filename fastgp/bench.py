@@ -26,6 +26,14 @@ from tqdm.auto import tqdm
 
 import fastgp
 from fastgp.counting import count
+from fastgp.models import (
+    InstanceNormDCGANCritic,
+    SumPoolResNetCritic,
+    dcgan_critic,
+    resnet32_critic,
+    spectral_norm_dcgan_critic,
+    toy_critic,
+)
 from fastgp.profile import (
     PATHS,
     critic_step,
@@ -36,14 +44,6 @@ from fastgp.profile import (
     time_interleaved,
 )
 from fastgp.roofline import H100_SXM, modeled_time
-from fastgp.train.models import (
-    InstanceNormDCGANCritic,
-    SumPoolResNetCritic,
-    dcgan_critic,
-    resnet32_critic,
-    spectral_norm_dcgan_critic,
-    toy_critic,
-)
 
 NO_GP = "nogp"
 

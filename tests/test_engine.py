@@ -14,8 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import fastgp
 from fastgp import reference
 from fastgp.counting import count
+from fastgp.models import dcgan_critic, resnet32_critic, toy_critic
 from fastgp.nn import Residual
-from fastgp.train.models import dcgan_critic, resnet32_critic, toy_critic
 
 CRITICS = {
     "toy_mlp_relu": (lambda: toy_critic(2, 16), (2,)),

@@ -15,7 +15,7 @@ from usual_critics import USUAL_CRITICS
 import fastgp
 from fastgp import reference
 from fastgp.engine import UnsupportedLayerError
-from fastgp.train.models import InstanceNormDCGANCritic, SumPoolResNetCritic
+from fastgp.models import InstanceNormDCGANCritic, SumPoolResNetCritic
 
 
 class DCGANStyle(nn.Module):

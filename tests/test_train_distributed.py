@@ -11,9 +11,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from fastgp.models import mlp
 from fastgp.train import TrainConfig
 from fastgp.train.distributed import ProcessGroup
-from fastgp.train.models import mlp
 from fastgp.train.objectives import Objectives
 
 BATCH, WORLD = 8, 2

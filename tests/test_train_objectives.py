@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fastgp.models import mlp
 from fastgp.train import TrainConfig, Trainer
 from fastgp.train.initialization import initialize_
-from fastgp.train.models import mlp
 from fastgp.train.objectives import Objectives, interpolate_gradient_norms
 
 LAMBDA = 0.7

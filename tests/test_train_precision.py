@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
+from fastgp.models import mlp
 from fastgp.penalty import gradient_penalty
 from fastgp.train import TrainConfig, Trainer
-from fastgp.train.models import mlp
 from fastgp.train.objectives import Objectives
 from fastgp.train.run_folder import load_checkpoint
 

@@ -18,11 +18,11 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastgp.devices import host_to_device
+from fastgp.models import mlp
 from fastgp.train import TrainConfig, Trainer
 from fastgp.train import trainer as trainer_module
 from fastgp.train.averaging import generator_average
 from fastgp.train.distributed import ProcessGroup
-from fastgp.train.models import mlp
 
 SMALL = dict(steps=10, hidden=16, batch_size=32, eval_samples=64, eval_every=100)
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from fastgp.devices import host_to_device, make_deterministic
 from fastgp.losses import clip_weights_
+from fastgp.models import image_models, mlp
 from fastgp.train import run_contents, run_folder
 from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
@@ -35,7 +36,6 @@ from fastgp.train.image_data import ImageDataset, load_dataset
 from fastgp.train.image_metrics import digits_classifier, digits_quality
 from fastgp.train.initialization import initialize_
 from fastgp.train.metrics import earth_movers_distance, mode_coverage
-from fastgp.train.models import image_models, mlp
 from fastgp.train.objectives import Objectives, at_least_fp32, interpolate_gradient_norms
 from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
 from fastgp.train.report import write_report

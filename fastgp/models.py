@@ -1,7 +1,10 @@
-"""Generators and critics: the WGAN-GP paper's toy MLPs, DCGAN and ResNet models.
+"""The model zoo of the benchmarks, the profiler and the trainer: the WGAN-GP paper's toy MLPs,
+DCGAN and ResNet generators and critics.
 
-Every model is a plain ``nn.Sequential`` (residual blocks as ``fastgp.nn.Residual``), so that the
-engine can read a critic's layers. Image models take and produce ``(B, C, H, W)`` in [-1, 1].
+Most are ``nn.Sequential`` (residual blocks as ``fastgp.nn.Residual``); some critics are written
+as users write them, subclasses with their own ``forward`` (InstanceNorm DCGAN, sum-pooled
+ResNet), which the engine reads from their code. Image models take and produce
+``(B, C, H, W)`` in [-1, 1].
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ from torch import nn
 
 import fastgp
 from fastgp import reference
-from fastgp.nn import Residual
-from fastgp.train.models import (
+from fastgp.models import (
     dcgan_critic,
     dcgan_generator,
     image_models,
     resnet32_critic,
     resnet32_generator,
 )
+from fastgp.nn import Residual
 
 
 @pytest.mark.parametrize("channels", [1, 3])
