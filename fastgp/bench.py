@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import fastgp
+from fastgp._version import __version__
 from fastgp.counting import count
 from fastgp.models import (
     InstanceNormDCGANCritic,
@@ -271,7 +271,7 @@ def run_matrix(cases: Sequence[Case], paths: Sequence[str], repeats: int, warmup
         raise ValueError(f"unknown paths {unknown}: expected some of {PATHS}")
     metadata = {
         "device": str(device), "device_name": device_name(device), **float32_precision(),
-        "torch_version": torch.__version__, "fastgp_version": fastgp.__version__,
+        "torch_version": torch.__version__, "fastgp_version": __version__,
         "git_commit": git_commit(),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
