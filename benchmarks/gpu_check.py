@@ -150,7 +150,7 @@ BENCHMARK_CRITICS = ("mlp", "dcgan32", "resnet32", "dcgan32_in", "resnet32_sum",
 
 
 def _engine_case(name: str, dtype, device, batch: int):
-    from fastgp.bench import CRITICS
+    from fastgp.perf.bench import CRITICS
 
     spec = CRITICS[name]
     torch.manual_seed(0)

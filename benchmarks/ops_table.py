@@ -21,10 +21,10 @@ import time
 import torch
 
 from fastgp import ops, reference
-from fastgp.counting import count
 from fastgp.ops import interpolate_op, norm_penalty_op
 from fastgp.ops.backend import native_unavailable_reason
-from fastgp.roofline import KernelRecord, modeled_time
+from fastgp.perf.counting import count
+from fastgp.perf.roofline import KernelRecord, modeled_time
 
 SHAPES = {"mlp-b256": (256, 2), "mlp-b4096": (4096, 2), "dcgan32-b64": (64, 3, 32, 32),
           "resnet32-b64": (64, 3, 32, 32), "dcgan64-b32": (32, 3, 64, 64)}

@@ -12,10 +12,10 @@ import copy
 import pytest
 import torch
 
-from fastgp.bench import CRITICS, STANDARD_MATRIX
-from fastgp.counting import count
-from fastgp.profile import PATHS, critic_step, float32_precision, paper_adam
-from fastgp.roofline import modeled_time
+from fastgp.perf.bench import CRITICS, STANDARD_MATRIX
+from fastgp.perf.counting import count
+from fastgp.perf.profile import PATHS, critic_step, float32_precision, paper_adam
+from fastgp.perf.roofline import modeled_time
 
 PATH_IDS = [*PATHS, "nogp"]
 

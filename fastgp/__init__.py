@@ -1,7 +1,7 @@
 """fastgp: fast, exact gradient penalties and a WGAN-GP training system.
 
 ``import fastgp`` loads the penalty, the ops, the engine and the losses only. The measurement
-tools (:mod:`fastgp.profile`, :mod:`fastgp.counting`: torch's private dispatch machinery), the
+tools (:mod:`fastgp.perf.profile`, :mod:`fastgp.perf.counting`: torch's private dispatch machinery), the
 benchmark, the trainer and their plotting and data libraries load when first asked for:
 the names of :data:`_LAZY` are found through the module's ``__getattr__`` (PEP 562).
 """
@@ -33,7 +33,7 @@ from fastgp.ops import (
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time these load on first use
-    from fastgp.profile import profile_gp
+    from fastgp.perf.profile import profile_gp
 
 __all__ = [
     "BACKENDS",
@@ -64,7 +64,7 @@ __all__ = [
 
 # Public names whose modules load on first use: the name -> the module that defines it.
 _LAZY = {
-    "profile_gp": "fastgp.profile",
+    "profile_gp": "fastgp.perf.profile",
 }
 
 

@@ -271,7 +271,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def _critic_arguments(parser: argparse.ArgumentParser) -> None:
     """``--critic`` and ``--shape``, as profile and explain read them (:func:`_critic_and_shape`)."""
-    from fastgp.bench import CRITICS
+    from fastgp.perf.bench import CRITICS
 
     parser.add_argument("--critic", default="dcgan32",
                         help=f"one of {sorted(CRITICS)} or package.module:factory")
@@ -279,7 +279,7 @@ def _critic_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _profile_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fastgp.profile import PATHS
+    from fastgp.perf.profile import PATHS
 
     parser = subparsers.add_parser(
         "profile", help="profile the GP overhead of a critic step",
@@ -300,8 +300,8 @@ def _profile_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fastgp.bench import STANDARD_MATRIX
-    from fastgp.profile import PATHS
+    from fastgp.perf.bench import STANDARD_MATRIX
+    from fastgp.perf.profile import PATHS
 
     parser = subparsers.add_parser(
         "bench", help="run the benchmark matrix and write CSV, Markdown and a chart",
@@ -371,7 +371,7 @@ def _critic_and_shape(args: argparse.Namespace, device: torch.device,
                       shape_required: bool = True) -> tuple[torch.nn.Module, tuple[int, ...] | None]:
     """The critic of ``--critic`` (built-in or package.module:factory, seeded) on ``device``,
     and its sample shape (``--shape``, or the built-in's), checked by one forward."""
-    from fastgp.bench import CRITICS
+    from fastgp.perf.bench import CRITICS
 
     if args.critic in CRITICS:
         build, shape = CRITICS[args.critic].build, CRITICS[args.critic].sample_shape
@@ -392,7 +392,7 @@ def _critic_and_shape(args: argparse.Namespace, device: torch.device,
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    from fastgp.profile import profile_gp
+    from fastgp.perf.profile import profile_gp
 
     integer("--batch", args.batch, minimum=1)
     integer("--repeats", args.repeats, minimum=1)
@@ -410,8 +410,8 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from fastgp.bench import CRITICS, Case, run_matrix, write_outputs
-    from fastgp.profile import PATHS
+    from fastgp.perf.bench import CRITICS, Case, run_matrix, write_outputs
+    from fastgp.perf.profile import PATHS
 
     cases = []
     names = comma_list("--cases", args.cases, "comma-separated CRITIC-bBATCH cases, e.g. mlp-b64")
@@ -470,7 +470,7 @@ def _info_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     import fastgp
     from fastgp.ops.backend import environment_report
-    from fastgp.profile import describe_float32_precision, float32_precision
+    from fastgp.perf.profile import describe_float32_precision, float32_precision
 
     # The TF32 settings decide how exact fp32 results are on Ampere and later GPUs; fastgp
     # reads them and never changes them.

@@ -20,12 +20,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fastgp"
 #: The architecture, lowest layer first (DESIGN §2): a module may import its own layer and the
 #: layers below, never above. The longest matching prefix places a module.
 LAYERS: list[tuple[str, ...]] = [
-    ("fastgp._version", "fastgp.validation", "fastgp.devices", "fastgp.nn", "fastgp.reference",
-     "fastgp.roofline"),
+    ("fastgp._version", "fastgp.validation", "fastgp.devices", "fastgp.nn", "fastgp.reference"),
     ("fastgp.ops",),
     ("fastgp.losses", "fastgp.engine", "fastgp.models"),
     ("fastgp.penalty",),
-    ("fastgp.counting", "fastgp.profile", "fastgp.bench"),
+    ("fastgp.perf",),
     ("fastgp.train",),
     ("fastgp.cli_errors", "fastgp.cli", "fastgp.__main__"),
 ]

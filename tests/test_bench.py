@@ -8,7 +8,8 @@ import pytest
 import torch
 from cli_helpers import one_line_error
 
-from fastgp.bench import (
+from fastgp.cli import main
+from fastgp.perf.bench import (
     CSV_COLUMNS,
     Case,
     gpu_description,
@@ -18,8 +19,7 @@ from fastgp.bench import (
     visible_device,
     write_outputs,
 )
-from fastgp.cli import main
-from fastgp.profile import float32_precision
+from fastgp.perf.profile import float32_precision
 
 
 def test_run_matrix_rows_and_outputs(tmp_path):
@@ -80,7 +80,7 @@ def test_bench_rejects_unknown_cases_and_paths(tmp_path, capsys):
 )
 def test_bench_refuses_empty_lists_and_counts_in_one_line(arguments, message, tmp_path, capsys,
                                                          monkeypatch):
-    monkeypatch.setattr("fastgp.bench.run_case", None)  # never reached
+    monkeypatch.setattr("fastgp.perf.bench.run_case", None)  # never reached
     assert main(["bench", "--out", str(tmp_path / "out"), *arguments]) == 2
     one_line_error(capsys.readouterr().err, "bench", message)
     assert not (tmp_path / "out").exists()
@@ -93,12 +93,12 @@ def test_gpu_description_without_gpu_does_not_crash():
 
 @pytest.mark.parametrize("out,message", [("", "--out is empty"), ("FILE", "is a file, not a folder")])
 def test_bench_checks_its_output_folder_before_timing(tmp_path, capsys, monkeypatch, out, message):
-    import fastgp.bench
+    import fastgp.perf.bench
 
     def never_run(*args, **kwargs):
         raise AssertionError("the matrix ran before the output folder was checked")
 
-    monkeypatch.setattr(fastgp.bench, "run_matrix", never_run)
+    monkeypatch.setattr(fastgp.perf.bench, "run_matrix", never_run)
     (tmp_path / "FILE").write_text("not a folder")
     out = str(tmp_path / out) if out else out
     assert main(["bench", "--cases", "mlp-b2", "--out", out]) == 2

@@ -60,8 +60,8 @@ def test_unavailable_device_is_refused_up_front_listing_the_devices(command, tmp
         raise AssertionError("the device must be checked before any data or model is built")
 
     monkeypatch.setattr("fastgp.train.trainer.load_dataset", never)
-    monkeypatch.setattr("fastgp.bench.run_case", never)
-    monkeypatch.setattr("fastgp.profile.profile_gp", never)
+    monkeypatch.setattr("fastgp.perf.bench.run_case", never)
+    monkeypatch.setattr("fastgp.perf.profile.profile_gp", never)
     assert main([*command, "--out" if command[0] != "profile" else "--batch",
                  str(tmp_path) if command[0] != "profile" else "2", "--device", "cuda:1"]) == 2
     one_line_error(capsys.readouterr().err, command[0], "--device 'cuda:1' is not available",

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from fastgp.counting import count, distinct_bytes
+from fastgp.perf.counting import count, distinct_bytes
 
 
 def _linear(bias=True):
@@ -65,7 +65,7 @@ def test_in_place_ops_allocate_nothing():
 
 
 def test_counts_are_deterministic_for_a_gp_step():
-    from fastgp.profile import critic_step
+    from fastgp.perf.profile import critic_step
 
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))

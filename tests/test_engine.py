@@ -13,9 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastgp
 from fastgp import reference
-from fastgp.counting import count
 from fastgp.models import dcgan_critic, resnet32_critic, toy_critic
 from fastgp.nn import Residual
+from fastgp.perf.counting import count
 
 CRITICS = {
     "toy_mlp_relu": (lambda: toy_critic(2, 16), (2,)),
@@ -456,7 +456,7 @@ def _updates_after_one_step(critic, grads, optimizer_name):
 def test_one_optimizer_step_after_the_engine_equals_one_after_autograd(name):
     """Every ``.grad`` has its parameter's layout: optimizers that walk the raw storage (fused
     Adam) update the same elements as after autograd — on every benchmark critic."""
-    from fastgp.bench import CRITICS as BENCH_CRITICS
+    from fastgp.perf.bench import CRITICS as BENCH_CRITICS
 
     spec = BENCH_CRITICS[name]
     torch.manual_seed(0)

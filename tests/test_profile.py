@@ -11,7 +11,7 @@ from torch import nn
 
 from fastgp.cli import main
 from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
-from fastgp.profile import (
+from fastgp.perf.profile import (
     PHASE_ORDER,
     PHASES,
     PhaseTimer,
@@ -247,7 +247,7 @@ def test_profile_command_errors(arguments, message, capsys):
 )
 def test_profile_refuses_bad_values_in_one_line_before_timing(arguments, message, capsys,
                                                              monkeypatch):
-    monkeypatch.setattr("fastgp.profile.profile_gp", None)  # never reached
+    monkeypatch.setattr("fastgp.perf.profile.profile_gp", None)  # never reached
     assert main(["profile", *arguments]) == 2
     one_line_error(capsys.readouterr().err, "profile", message)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fastgp.roofline import H100_SXM, KernelRecord, modeled_time, peak_rate
+from fastgp.perf.roofline import H100_SXM, KernelRecord, modeled_time, peak_rate
 
 
 def test_each_bound_by_hand():

@@ -87,8 +87,8 @@ def explain(critic: nn.Module, example: torch.Tensor | None = None) -> Explanati
 
 def _flop_ratios(critic: nn.Module, example: torch.Tensor,
                  explicit: bool) -> tuple[float, float | None]:
-    from fastgp.counting import count  # the measurement tools load only when asked for
-    from fastgp.profile import critic_step, paper_adam
+    from fastgp.perf.counting import count  # the measurement tools load only when asked for
+    from fastgp.perf.profile import critic_step, paper_adam
 
     torch.manual_seed(0)
     fake = torch.randn_like(example)

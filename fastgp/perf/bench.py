@@ -1,8 +1,8 @@
 """The benchmark matrix: every penalty path against the reference, and against the step without GP.
 
 For each case (a critic and a batch) and each path, one process times the full critic step
-(median/min/max of interleaved repeats), counts one step (:mod:`fastgp.counting`) and models its
-H100 time (:mod:`fastgp.roofline`). Results go to ``bench.csv`` (one row per case and path, with
+(median/min/max of interleaved repeats), counts one step (:mod:`fastgp.perf.counting`) and models its
+H100 time (:mod:`fastgp.perf.roofline`). Results go to ``bench.csv`` (one row per case and path, with
 the device, its fp32 precision settings (TF32), torch, fastgp and git versions), ``bench.md`` and
 ``bench.png``. Timings are reported, never asserted.
 """
@@ -25,7 +25,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fastgp._version import __version__
-from fastgp.counting import count
 from fastgp.models import (
     InstanceNormDCGANCritic,
     SumPoolResNetCritic,
@@ -34,7 +33,8 @@ from fastgp.models import (
     spectral_norm_dcgan_critic,
     toy_critic,
 )
-from fastgp.profile import (
+from fastgp.perf.counting import count
+from fastgp.perf.profile import (
     PATHS,
     critic_step,
     describe_float32_precision,
@@ -43,7 +43,7 @@ from fastgp.profile import (
     paper_adam,
     time_interleaved,
 )
-from fastgp.roofline import H100_SXM, modeled_time
+from fastgp.perf.roofline import H100_SXM, modeled_time
 
 NO_GP = "nogp"
 

@@ -5,7 +5,7 @@ including those of the double backward, and records
 
 - ``ops``: every aten op dispatched (views and allocations included);
 - ``kernels``: ops that run a kernel on a GPU — not views (``t``, ``view``, ``expand``, ``detach``)
-  and not bare allocations (``empty``) — each as a :class:`~fastgp.roofline.KernelRecord`;
+  and not bare allocations (``empty``) — each as a :class:`~fastgp.perf.roofline.KernelRecord`;
 - ``flops``: from ``torch.utils.flop_counter.flop_registry`` (matmuls and convolutions);
 - bytes read + written, split into GEMM (ops with a FLOP formula) and non-GEMM ops, counting
   each tensor's distinct elements once (a broadcast input is read once);
@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from fastgp.roofline import KernelRecord
+from fastgp.perf.roofline import KernelRecord
 
 aten = torch.ops.aten
 

@@ -11,11 +11,11 @@ A *critic step* is what a WGAN-GP trainer runs ``n_critic`` times per generator 
   contains the double backward, and the rest (W-loss forwards, zero_grad, optimizer);
 - the GP overhead: median step time with the penalty over median step time without, measured
   interleaved in one process;
-- machine-independent counts of one step (:mod:`fastgp.counting`): aten ops, kernels, FLOPs,
+- machine-independent counts of one step (:mod:`fastgp.perf.counting`): aten ops, kernels, FLOPs,
   non-GEMM bytes, peak bytes of tensors the step allocates;
 - the floor: the step's FLOPs at this machine's measured matmul rate, and the share of it the
   measured step reaches;
-- the *modeled* H100 time of both steps (:mod:`fastgp.roofline`);
+- the *modeled* H100 time of both steps (:mod:`fastgp.perf.roofline`);
 - the fp32 precision settings of the process (:func:`float32_precision`), which fastgp reads and
   never changes.
 
@@ -43,11 +43,11 @@ import torch
 from torch import nn
 
 from fastgp import ops, reference
-from fastgp.counting import Counts, OpCounter, count
 from fastgp.engine import FusedCritic
 from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
 from fastgp.penalty import gradient_penalty
-from fastgp.roofline import H100_SXM, GPUSpec, modeled_time
+from fastgp.perf.counting import Counts, OpCounter, count
+from fastgp.perf.roofline import H100_SXM, GPUSpec, modeled_time
 from fastgp.validation import (
     check_batched_float,
     check_finite,
