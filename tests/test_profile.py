@@ -10,10 +10,10 @@ from cli_helpers import one_line_error
 from torch import nn
 
 from fastgp.cli import main
-from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
+from fastgp.engine.fused_critic import PASSES as ENGINE_PASSES
 from fastgp.perf.profile import (
+    AUTOGRAD_PHASES,
     PHASE_ORDER,
-    PHASES,
     PhaseTimer,
     engine_phase_order,
     float32_precision,
@@ -33,7 +33,7 @@ def test_profile_gp_reports_every_quantity(path):
     critic = _tiny()
     before = [p.detach().clone() for p in critic.parameters()]
     result = profile_gp(critic, torch.randn(4, 6), torch.randn(4, 6), path=path, repeats=2, warmup=1)
-    assert list(result.phases) == list(PHASES) and all(v >= 0 for v in result.phases.values())
+    assert list(result.phases) == list(AUTOGRAD_PHASES) and all(v >= 0 for v in result.phases.values())
     assert result.gp_counts.flops > result.nogp_counts.flops > 0
     assert result.gp_counts.ops > result.nogp_counts.ops
     assert result.gp_step.repeats == 2 and result.overhead > 0
@@ -51,7 +51,7 @@ def test_profile_gp_tier2_reports_the_engine_passes_at_the_flop_floor():
     critic = _tiny()
     result = profile_gp(critic, torch.randn(4, 6), torch.randn(4, 6), path="tier2", repeats=2,
                         warmup=1)
-    assert list(result.phases) == [*ENGINE_PHASES, "optimizer"]
+    assert list(result.phases) == [*ENGINE_PASSES, "optimizer"]
     assert all(v >= 0 for v in result.phases.values())
     # The explicit step costs less than twice the step without penalty (5/3 on large layers).
     assert result.nogp_counts.flops < result.gp_counts.flops < 2 * result.nogp_counts.flops
@@ -129,10 +129,10 @@ def test_cuda_phases_are_timed_by_events_with_one_synchronize_per_step(path, fak
     critic = _tiny()
     optimizer = paper_adam(critic)
     real, fake = torch.randn(4, 6), torch.randn(4, 6)
-    order, names = PHASE_ORDER, PHASES
+    order, names = PHASE_ORDER, AUTOGRAD_PHASES
     if path == "tier2":
         order = engine_phase_order(critic, optimizer, real, fake)
-        names = (*ENGINE_PHASES, "optimizer")
+        names = (*ENGINE_PASSES, "optimizer")
     timer = PhaseTimer(names, torch.device("cuda:1"), order)
     seconds = phased_step(critic, optimizer, real, fake, path, timer=timer)
     assert fake_cuda_events.synchronizations == 1
@@ -144,14 +144,14 @@ def test_cuda_phases_are_timed_by_events_with_one_synchronize_per_step(path, fak
 
 
 def test_phase_timer_refuses_marks_out_of_order_and_unfinished_steps():
-    timer = PhaseTimer(PHASES, torch.device("cpu"), PHASE_ORDER)
+    timer = PhaseTimer(AUTOGRAD_PHASES, torch.device("cpu"), PHASE_ORDER)
     with pytest.raises(RuntimeError, match="phase 'interpolate' ended where 'rest"):
         timer.mark("interpolate")
     timer.mark(PHASE_ORDER[0])
     with pytest.raises(RuntimeError, match="the step ended after 1 of the phases"):
         timer.finish()
     with pytest.raises(ValueError, match=r"phases \['fly'\] of the order"):
-        PhaseTimer(PHASES, torch.device("cpu"), ("fly",))
+        PhaseTimer(AUTOGRAD_PHASES, torch.device("cpu"), ("fly",))
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from fastgp.validation import (
 
 PENALTIES = ("gp", "lp", "r1", "r2", "none")
 #: Where a step's time goes, in the order the passes run (see ``FusedCritic.phase_hook``).
-PHASES = ("forward", "adjoint (input gradient)", "norm + penalty",
+PASSES = ("forward", "adjoint (input gradient)", "norm + penalty",
           "tangent (penalty's parameter gradients)", "backward (W-loss and curvature)")
 
 
@@ -137,7 +137,7 @@ class FusedCritic:
         self.backend = backend
         self._read_critic()
         self._phase = 0  # step number modulo penalty_every; 0 is a penalty step
-        #: Called with the name of each phase of ``PHASES`` as it ends (the profiler's timer).
+        #: Called with the name of each phase of ``PASSES`` as it ends (the profiler's timer).
         self.phase_hook: Callable[[str], None] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -353,13 +353,13 @@ class FusedCritic:
             ctx = StepContext(None, None, slice(0, m) if curvature else None,
                               release_after_tangent=not curvature, **kernels)
             scores, saved = self.rule.forward(x_hat, ctx)
-            self._mark(PHASES[0])
+            self._mark(PASSES[0])
             self._check_scores(scores, m)
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
                                                   batch, backend)
             if curvature:  # the h̄ terms reach the parameters below through a backward
                 self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
-                self._mark(PHASES[4])
+                self._mark(PASSES[4])
             self.rule.factor_gradients(ctx)
             return wasserstein, chunk_penalty, norms
         penalty_rows = {"r1": slice(0, m), "r2": slice(m, 2 * m)}.get(penalty)
@@ -368,7 +368,7 @@ class FusedCritic:
                           **kernels)
         x = self._stack([real, fake])
         scores, saved = self.rule.forward(x, ctx)
-        self._mark(PHASES[0])
+        self._mark(PASSES[0])
         self._check_scores(scores, x.shape[0])
         chunk_penalty, norms = scores.new_zeros(()), None
         if penalty_rows is not None:
@@ -380,7 +380,7 @@ class FusedCritic:
         """Forward over ``[real; fake]`` (``sign`` None), or over the real (−1) or fake (+1)
         rows alone, and the backward of its W-loss; returns the chunk's share of W."""
         scores, saved = self.rule.forward(x, ctx)
-        self._mark(PHASES[0])
+        self._mark(PASSES[0])
         self._check_scores(scores, x.shape[0])
         return self._backward(saved, scores, ctx, batch, sign)
 
@@ -397,7 +397,7 @@ class FusedCritic:
         wasserstein = -torch.dot(scores.reshape(-1), seed)
         self.rule.backward(saved, seed.view(-1, *scores.shape[1:]), ctx, need_input=False)
         self.rule.factor_gradients(ctx)
-        self._mark(PHASES[4])
+        self._mark(PASSES[4])
         return wasserstein
 
     def _mark(self, phase: str) -> None:
@@ -413,7 +413,7 @@ class FusedCritic:
         seed = torch.ones_like(ctx.penalty_part(scores))
         m = seed.shape[0]
         grad = self.rule.adjoint(saved, seed, ctx)
-        self._mark(PHASES[1])
+        self._mark(PASSES[1])
         # norm_penalty averages over the chunk; weight m/B makes the chunks sum to the mean.
         if penalty in ("r1", "r2"):
             chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
@@ -422,7 +422,7 @@ class FusedCritic:
         chunk_penalty, norms = _kernel("norm_penalty", backend)(grad, chunk_weight, center,
                                                                 one_sided)
         tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided, backend)
-        self._mark(PHASES[2])
+        self._mark(PASSES[2])
         self.rule.tangent(saved, tangent, ctx)
-        self._mark(PHASES[3])
+        self._mark(PASSES[3])
         return chunk_penalty, norms

@@ -44,7 +44,7 @@ from torch import nn
 
 from fastgp import ops, reference
 from fastgp.engine import FusedCritic
-from fastgp.engine.fused_critic import PHASES as ENGINE_PHASES
+from fastgp.engine.fused_critic import PASSES as ENGINE_PASSES
 from fastgp.penalty import gradient_penalty
 from fastgp.perf.counting import Counts, OpCounter, count
 from fastgp.perf.roofline import H100_SXM, GPUSpec, modeled_time
@@ -58,16 +58,16 @@ from fastgp.validation import (
 
 PATHS = ("reference", "tier1", "tier2")
 OPTIMIZER_PHASE = "optimizer"
-PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
+AUTOGRAD_PHASES = ("interpolate", "forward on x_hat", "input gradient", "norm + penalty",
           "backward (incl. double backward)", "rest (W-loss, optimizer)")
 
 #: The order in which the ``reference`` and ``tier1`` steps end their phases (the W-loss forwards
 #: come first and the optimizer last, both in the "rest").
-PHASE_ORDER = (PHASES[5], *PHASES[:5], PHASES[5])
+PHASE_ORDER = (AUTOGRAD_PHASES[5], *AUTOGRAD_PHASES[:5], AUTOGRAD_PHASES[5])
 #: Prefix of the ``record_function`` ranges around the phases in a ``torch.profiler`` trace.
 LABEL_PREFIX = "fastgp."
 
-__all__ = ["PATHS", "PHASES", "GPProfile", "OpCounter", "PhaseTimer", "count", "critic_step",
+__all__ = ["PATHS", "AUTOGRAD_PHASES", "GPProfile", "OpCounter", "PhaseTimer", "count", "critic_step",
            "float32_precision", "paper_adam", "phased_step", "profile_gp",
            "matmul_flops_per_second"]
 
@@ -267,7 +267,7 @@ class PhaseTimer:
 
 
 def _engine_step(critic, optimizer, real, fake, weight, hook: Callable[[str], None]) -> None:
-    """One ``tier2`` step; ``hook`` gets the name of each engine pass (``fastgp.engine.PHASES``)
+    """One ``tier2`` step; ``hook`` gets the name of each engine pass (``fastgp.engine.fused_critic.PASSES``)
     as it ends, then ``OPTIMIZER_PHASE`` after the optimizer step."""
     fused = _fused(critic)
     fused.phase_hook = hook
@@ -297,7 +297,7 @@ def phased_step(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch
                 timer: PhaseTimer | None = None) -> dict[str, float]:
     """One GP critic step of ``path`` with each phase timed and labelled; seconds per phase.
 
-    The phases are ``PHASES`` for ``reference`` and ``tier1``, and the engine's passes plus the
+    The phases are ``AUTOGRAD_PHASES`` for ``reference`` and ``tier1``, and the engine's passes plus the
     optimizer for ``tier2`` (whose order :func:`engine_phase_order` reads from one extra step when
     no ``timer`` is given). Run it under ``torch.profiler.profile`` to see the phases as
     ``fastgp.<phase>`` ranges in the trace.
@@ -321,7 +321,7 @@ def _timer(critic, optimizer, real, fake, path, weight) -> PhaseTimer:
 def _phase_names(path: str) -> tuple[str, ...]:
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}: expected one of {PATHS}")
-    return (*ENGINE_PHASES, OPTIMIZER_PHASE) if path == "tier2" else PHASES
+    return (*ENGINE_PASSES, OPTIMIZER_PHASE) if path == "tier2" else AUTOGRAD_PHASES
 
 
 def _phase_order(critic, optimizer, real, fake, path, weight) -> tuple[str, ...]:
@@ -336,20 +336,20 @@ def _phased_autograd_step(critic, optimizer, real, fake, path, weight,
     blocks = reference if path == "reference" else ops
     optimizer.zero_grad(set_to_none=True)
     loss = critic(fake).mean() - critic(real).mean()
-    mark(PHASES[5])
+    mark(AUTOGRAD_PHASES[5])
     eps = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     x_hat = blocks.interpolate(real, fake, eps).detach().requires_grad_(True)
-    mark(PHASES[0])
+    mark(AUTOGRAD_PHASES[0])
     scores = critic(x_hat)
-    mark(PHASES[1])
+    mark(AUTOGRAD_PHASES[1])
     grad = reference.input_gradient(x_hat, scores)
-    mark(PHASES[2])
+    mark(AUTOGRAD_PHASES[2])
     penalty, _ = blocks.norm_penalty(grad, weight, 1.0, False)
-    mark(PHASES[3])
+    mark(AUTOGRAD_PHASES[3])
     (loss + penalty).backward()
-    mark(PHASES[4])
+    mark(AUTOGRAD_PHASES[4])
     optimizer.step()
-    mark(PHASES[5])
+    mark(AUTOGRAD_PHASES[5])
 
 
 def _fastest_seconds(run: Callable[[], object], device: torch.device, repeats: int = 10) -> float:
