@@ -61,6 +61,10 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"one of {', '.join(BUILTIN_DATASETS)}, a folder of images, or a "
                              ".npy/.npz array ((N, D) vectors or (N, [C,] H, W [, C]) images)")
     parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
+    parser.add_argument("--data-workers", type=int, default=None,
+                        help="processes that decode an image folder's files (0: the training "
+                             "process itself; default: min(4, CPUs)); the batches do not depend "
+                             "on it")
     parser.add_argument("--out", default="runs/latest",
                         help="run folder: new or empty, or holding the run to --resume or "
                              "--overwrite; locked while the run writes it")
@@ -156,7 +160,7 @@ def _run_train(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples,
         device=args.device, precision=args.precision, critic_step=args.critic_step,
         compile=args.compile, deterministic=args.deterministic,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_checkpoints=args.keep_checkpoints, data_workers=args.data_workers,
     )
     args.out = _folder(args.out)
     config.validate()  # before the data are loaded: a bad option fails in an instant

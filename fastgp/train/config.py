@@ -105,6 +105,9 @@ class TrainConfig:
     compile: bool = False  # the engine's critic step under torch.compile (measured slower on CPU)
     deterministic: bool = False  # deterministic cuDNN/cuBLAS/torch algorithms (exact reruns on CUDA)
     keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
+    # worker processes that decode an image folder's files (0: the training process decodes
+    # them); None: min(4, CPUs). No effect on the batches, nor on other data.
+    data_workers: int | None = None
 
     def validate(self) -> None:
         # NaN fails every comparison, so the range checks below would let it through (and inf
@@ -130,6 +133,8 @@ class TrainConfig:
             optional = name in ("penalty", "optimizer", "architecture")
             if value not in allowed and not (value is None and optional):
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.data_workers is not None and self.data_workers < 0:
+            raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.gp_weight is not None and self.gp_weight < 0:

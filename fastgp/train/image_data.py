@@ -1,7 +1,10 @@
 """Image and vector data sets: scikit-learn's digits, image folders and NumPy arrays.
 
-Every image set is held in memory as float32 ``(N, C, H, W)`` in [-1, 1], the range of a ``tanh``
-generator. 8-bit pixels map as ``p / 255 · 2 − 1``; the digits (values 0 … 16) as ``p / 16 · 2 − 1``.
+Every image set is float32 ``(N, C, H, W)`` in [-1, 1], the range of a ``tanh`` generator: the
+digits and arrays are held in memory (:class:`ImageDataset`); an image folder is read one file at a
+time (:class:`ImageFolder`, a ``torch.utils.data.Dataset`` that holds the paths only), so that a
+:class:`~torch.utils.data.DataLoader` with worker processes streams it. 8-bit pixels map as
+``p / 255 · 2 − 1``; the digits (values 0 … 16) as ``p / 16 · 2 − 1``.
 Sampling has the API of :class:`fastgp.train.data.ToyDataset`: ``n`` samples drawn uniformly with
 replacement by ``torch.randint`` on the run's generator, so a seed fixes the data stream.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data
 from PIL import Image
 
 from fastgp.train.data import TOY_DATASETS, SwissRoll, ToyDataset, toy_dataset
@@ -81,7 +85,56 @@ class VectorDataset:
         return self.data[torch.randint(0, self.num_samples, (n,), generator=generator)]
 
 
-Dataset = ToyDataset | SwissRoll | ImageDataset | VectorDataset
+class ImageFolder(torch.utils.data.Dataset):
+    """The images of a folder, decoded one file per item: ``folder[i]`` is float32 ``(C, H, W)`` in
+    [-1, 1], the ``i``-th file of :func:`load_image_folder`'s order with its pixels.
+
+    Only the paths and what the folder scan decided (channels, size, range of float pixels) are
+    held, so the set is as large as its list of paths, and it pickles small for worker processes.
+    Made by :func:`scan_image_folder`.
+    """
+
+    def __init__(self, name: str, files: list[Path], gray: bool, image_size: int | None,
+                 float_low: float, shape: tuple[int, int, int]) -> None:
+        self.name = name
+        self.files = files
+        self.gray = gray
+        self.image_size = image_size
+        self.float_low = float_low
+        self._shape = shape
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        pixels = torch.from_numpy(_pixels(_open_image(self.files[index]), self.gray,
+                                          self.image_size, self.float_low))
+        image = pixels.unsqueeze(0) if self.gray else pixels.permute(2, 0, 1).contiguous()
+        return image * 2 - 1
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.files)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return self._shape
+
+    def batch(self, indices) -> torch.Tensor:
+        """The images at ``indices``, decoded here, shape ``(len(indices), C, H, W)``."""
+        return torch.stack([self[int(index)] for index in indices])
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images drawn uniformly with replacement, as :meth:`ImageDataset.sample` draws
+        them (the same indices for the same generator), decoded in this process."""
+        return self.batch(torch.randint(0, self.num_samples, (n,), generator=generator))
+
+    def load(self) -> ImageDataset:
+        """Every image decoded into memory: what :func:`load_image_folder` returns."""
+        return ImageDataset(self.name, self.batch(range(len(self))))
+
+
+Dataset = ToyDataset | SwissRoll | ImageDataset | VectorDataset | ImageFolder
 
 
 def digits() -> ImageDataset:
@@ -94,7 +147,7 @@ def digits() -> ImageDataset:
 
 
 def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageDataset:
-    """Every image file under ``path`` (recursively, sorted by path), read with Pillow.
+    """Every image file under ``path`` (recursively, sorted by path), read with Pillow into memory.
 
     The set is grayscale (C = 1) when every image is (Pillow modes 1, L, I, I;16, F), RGB (C = 3)
     otherwise; an alpha channel is dropped. 8-bit pixels map as ``p / 255 · 2 − 1`` and 16-bit
@@ -103,7 +156,15 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageD
     of the folder lies in [0, 1] they map to [-1, 1], if they lie in [-1, 1] they are kept, and
     other values (or NaN) are refused rather than guessed at. Without ``image_size`` all images
     must have the same size; with it, each is resized to ``image_size × image_size`` (Lanczos).
+    :func:`scan_image_folder` gives the same images one file at a time.
     """
+    return scan_image_folder(path, image_size).load()
+
+
+def scan_image_folder(path: str | Path, image_size: int | None = None) -> ImageFolder:
+    """The image folder ``path`` as an :class:`ImageFolder`: the rules of
+    :func:`load_image_folder`, checked by reading every file's header (and decoding only the
+    integer and float images, whose pixel range is part of the rules), one file at a time."""
     root = Path(path)
     if not root.exists():
         raise ValueError(f"image folder {str(root)!r} does not exist")
@@ -117,22 +178,34 @@ def load_image_folder(path: str | Path, image_size: int | None = None) -> ImageD
             f"no images in {str(root)!r}: looked for files ending in {', '.join(IMAGE_EXTENSIONS)}"
         )
 
-    images = [_open_image(file) for file in files]
-    if image_size is None:
-        for file, image in zip(files[1:], images[1:], strict=True):
-            if image.size != images[0].size:
-                raise ValueError(
-                    f"images differ in size: {files[0].relative_to(root)} is {_size(images[0])} but "
-                    f"{file.relative_to(root)} is {_size(image)}; pass image_size to resize them all "
-                    "to one size"
-                )
-    gray = all(image.mode in _GRAY_MODES for image in images)
-    _check_integer_pixels(files, images)
-    float_low = _float_low(files, images)
-    pixels = np.stack([_pixels(image, gray, image_size, float_low) for image in images])
-    tensor = torch.from_numpy(pixels)
-    tensor = tensor.unsqueeze(1) if gray else tensor.permute(0, 3, 1, 2).contiguous()
-    return ImageDataset(root.resolve().name, tensor * 2 - 1)
+    gray, low, first_size = True, 0.0, None
+    for file in files:
+        mode, size = _header(file)
+        if first_size is None:
+            first_size = size
+        elif image_size is None and size != first_size:
+            raise ValueError(
+                f"images differ in size: {files[0].relative_to(root)} is {_size(first_size)} but "
+                f"{file.relative_to(root)} is {_size(size)}; pass image_size to resize them all "
+                "to one size"
+            )
+        gray = gray and mode in _GRAY_MODES
+        if mode in ("I", "F"):  # the pixel range decides: decode this one (and drop it)
+            image = _open_image(file)
+            _check_integer_pixels([file], [image])
+            low = min(low, _float_low([file], [image]))
+    width, height = (image_size, image_size) if image_size is not None else first_size
+    shape = (1 if gray else 3, height, width)
+    return ImageFolder(root.resolve().name, files, gray, image_size, low, shape)
+
+
+def _header(file: Path) -> tuple[str, tuple[int, int]]:
+    """The Pillow mode and size of an image file, from its header (nothing is decoded)."""
+    try:
+        with Image.open(file) as image:
+            return image.mode, image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read image {str(file)!r}: {error}") from error
 
 
 def _open_image(file: Path) -> Image.Image:
@@ -177,8 +250,8 @@ def _float_low(files: list[Path], images: list[Image.Image]) -> float:
     return 0.0 if low >= 0 else -1.0
 
 
-def _size(image: Image.Image) -> str:
-    return f"{image.width}×{image.height}"
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}×{size[1]}"
 
 
 def _pixels(image: Image.Image, gray: bool, image_size: int | None, float_low: float) -> np.ndarray:
@@ -314,7 +387,8 @@ def _array_dataset(name: str, array: np.ndarray, source: str) -> ImageDataset | 
 
 
 def load_dataset(spec: str, image_size: int | None = None) -> Dataset:
-    """The data set named ``spec``: a toy set, ``digits``, an image folder, or a .npy/.npz file.
+    """The data set named ``spec``: a toy set, ``digits``, an image folder (an
+    :class:`ImageFolder`, read one file at a time), or a .npy/.npz file.
 
     ``image_size`` resizes images (folders with Pillow, arrays and digits with torch); toy and
     vector data have no size and reject it.
@@ -324,7 +398,7 @@ def load_dataset(spec: str, image_size: int | None = None) -> Dataset:
     if spec in TOY_DATASETS or spec == "digits":
         dataset = toy_dataset(spec) if spec in TOY_DATASETS else digits()
     elif Path(spec).is_dir():
-        return load_image_folder(spec, image_size)
+        return scan_image_folder(spec, image_size)
     elif Path(spec).exists():
         dataset = load_array(spec)
     else:

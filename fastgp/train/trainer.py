@@ -32,9 +32,10 @@ from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
 from fastgp.train.data import SwissRoll, ToyDataset
 from fastgp.train.distributed import ProcessGroup
-from fastgp.train.image_data import ImageDataset, load_dataset
+from fastgp.train.image_data import ImageDataset, ImageFolder, load_dataset
 from fastgp.train.image_metrics import digits_classifier, digits_quality
 from fastgp.train.initialization import initialize_
+from fastgp.train.loader import StreamedBatches
 from fastgp.train.metrics import earth_movers_distance, mode_coverage
 from fastgp.train.objectives import Objectives, at_least_fp32, interpolate_gradient_norms
 from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
@@ -45,7 +46,7 @@ from fastgp.train.tensorboard import TensorBoardLog
 CHECKPOINT_FORMAT = 2
 # Options that change neither the models nor the random streams: a resumed run may set them anew.
 # (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
-RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints")
+RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints", "data_workers")
 # What every checkpoint of this format holds (a resumed run reads them all).
 RESUME_KEYS = ("step", "seconds", "config", "generator", "critic", "generator_optimizer",
                "critic_optimizer", "rng")
@@ -74,7 +75,7 @@ def data_kind(data) -> str:
     """``toy`` (built-in 2-D sets), ``vector`` (other (N, D) data) or ``image``."""
     if isinstance(data, ToyDataset | SwissRoll):
         return "toy"
-    return "image" if isinstance(data, ImageDataset) else "vector"
+    return "image" if isinstance(data, ImageDataset | ImageFolder) else "vector"
 
 
 def build_models(config: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
@@ -145,6 +146,11 @@ class Trainer:
         if self.group.distributed:
             torch.manual_seed(stream_seed)
         self.data_stream = torch.Generator().manual_seed(stream_seed + 1)
+        # An image folder is decoded by a DataLoader's workers, in the data stream's order;
+        # the in-memory sets draw from the stream directly.
+        self.batches = (StreamedBatches(self.data, self.local_batch, self.data_stream,
+                                        config.data_workers)
+                        if isinstance(self.data, ImageFolder) else None)
         self.generator_optimizer = _optimizer(self.generator.parameters(), config)
         self.critic_optimizer = _optimizer(self.critic.parameters(), config)
         self.average = None
@@ -252,6 +258,8 @@ class Trainer:
         try:
             return self._run()
         finally:
+            if self.batches is not None:
+                self.batches.close()
             self.release_folder()
 
     def _run(self) -> dict:
@@ -368,6 +376,12 @@ class Trainer:
             return self.config.lr * max(0.0, 1.0 - step / self.config.steps)
         return self.config.lr
 
+    def _real_batch(self) -> torch.Tensor:
+        """The next real batch of this process: ``local_batch`` samples of the data stream."""
+        if self.batches is not None:
+            return self.batches.next()
+        return self.data.sample(self.local_batch, self.data_stream)
+
     def _train_step(self) -> dict:
         config = self.config
         lr = self.learning_rate(self.step)
@@ -375,7 +389,7 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
         for index in range(config.n_critic):
-            real = host_to_device(self.data.sample(self.local_batch, self.data_stream), self.device)
+            real = host_to_device(self._real_batch(), self.device)
             noise = torch.randn(self.local_batch, config.noise_dim, device=self.device)
             with torch.no_grad(), self.objectives.autocast():
                 fake = at_least_fp32(self.generator(noise))
