@@ -44,6 +44,7 @@ from fastgp.perf.profile import (
     time_interleaved,
 )
 from fastgp.perf.roofline import H100_SXM, modeled_time
+from fastgp.perf.tables import table_lines
 
 NO_GP = "nogp"
 
@@ -289,17 +290,15 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| case | path | median ms [min, max] | vs reference | GP overhead | FLOP ratio | "
-              "% of floor | aten ops | non-GEMM MB | peak MB | modeled H100 ms |")
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for row in rows:
-        lines.append(
-            f"| {row['case']} | {row['path']} | {row['median_ms']:.2f} [{row['min_ms']:.2f}, "
-            f"{row['max_ms']:.2f}] | {row['speedup_vs_reference']:.2f}× | {row['gp_overhead']:.2f}× "
-            f"| {row['flop_ratio']:.2f} | {row['percent_of_floor']:.0f}% | {row['ops']} | "
-            f"{row['non_gemm_bytes'] / 1e6:.1f} | {row['peak_bytes'] / 1e6:.1f} | "
-            f"{row['modeled_h100_ms']:.3f} |"
-        )
+    columns = ["case", "path", "median ms [min, max]", "vs reference", "GP overhead",
+               "FLOP ratio", "% of floor", "aten ops", "non-GEMM MB", "peak MB", "modeled H100 ms"]
+    cells = [[row["case"], row["path"],
+              f"{row['median_ms']:.2f} [{row['min_ms']:.2f}, {row['max_ms']:.2f}]",
+              f"{row['speedup_vs_reference']:.2f}×", f"{row['gp_overhead']:.2f}×",
+              f"{row['flop_ratio']:.2f}", f"{row['percent_of_floor']:.0f}%", f"{row['ops']}",
+              f"{row['non_gemm_bytes'] / 1e6:.1f}", f"{row['peak_bytes'] / 1e6:.1f}",
+              f"{row['modeled_h100_ms']:.3f}"] for row in rows]
+    lines = table_lines(columns, cells)
     first = rows[0] if rows else {}
     device = first.get("device_name", "?")
     if str(first.get("device", "")).startswith("cuda"):  # fp32 convs and matmuls may be TF32

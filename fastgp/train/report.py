@@ -7,6 +7,7 @@ import json
 import statistics
 from pathlib import Path
 
+from fastgp.perf.tables import table_lines
 from fastgp.train.run_folder import atomic_write
 
 # Final metrics shown in the summary table, in this order, with how to print them.
@@ -49,9 +50,7 @@ def markdown_table(rows: list[dict[str, str]]) -> list[str]:
     if not rows:
         return []
     columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[column]) for column in columns) + " |" for row in rows]
-    return lines
+    return table_lines(columns, [[_cell(row[column]) for column in columns] for row in rows])
 
 
 def write_report(run_dir: Path, config: dict, final: dict, metrics_csv: Path,
