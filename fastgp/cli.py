@@ -13,9 +13,11 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +31,79 @@ from fastgp.cli_errors import (
 )
 from fastgp.devices import check_device
 from fastgp.train.config import (
-    ARCHITECTURES,
-    CRITIC_STEPS,
-    INITIALIZATIONS,
     LOSSES,
-    LR_SCHEDULES,
-    OPTIMIZERS,
-    PENALTIES,
-    PRECISIONS,
     TrainConfig,
 )
 from fastgp.train.distributed import ProcessGroup
-from fastgp.train.image_data import BUILTIN_DATASETS
 from fastgp.train.plots import save_image_grid
 from fastgp.train.run_contents import check_destination
 from fastgp.train.trainer import Trainer, sample
 from fastgp.validation import integer, real_number
 
+_CONFIG_FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+_CONFIG_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _option_type(name: str) -> type:
+    """The type of ``TrainConfig.<name>``, without its ``None`` (``int | None`` → ``int``)."""
+    hint = _CONFIG_TYPES[name]
+    types = [arg for arg in typing.get_args(hint) if arg is not type(None)] or [hint]
+    if len(types) != 1 or types[0] not in (bool, int, float, str):
+        raise TypeError(f"TrainConfig.{name}: no command-line flag for type {hint}")
+    return types[0]
+
+
+def _config_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """The flag ``--name-with-dashes`` of ``TrainConfig.<name>``: its type, choices and help
+    from the field. The namespace holds the option only where the command line gives it
+    (:func:`_config_options` reads them), so that a flag left out keeps the config's value;
+    ``--help`` shows the field's default all the same."""
+    field = _CONFIG_FIELDS[name]
+    kind = _option_type(name)
+    default = field.default
+    help_text = field.metadata.get("help")
+    if help_text is not None:  # as ArgumentDefaultsHelpFormatter shows the defaults of others
+        help_text += f" (default: {default})"
+    options = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+    if kind is bool:
+        options["action"] = argparse.BooleanOptionalAction if default else "store_true"
+    else:
+        options.update(type=kind, choices=field.metadata.get("choices"))
+    parser.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def _config_options(args: argparse.Namespace) -> dict:
+    """The options of TrainConfig that the command line gives."""
+    return {name: getattr(args, name) for name in _CONFIG_FIELDS if hasattr(args, name)}
+
+
+def _config_file(path: str) -> dict:
+    """The options of a config file (a run's ``config.json``); unknown keys are refused."""
+    with open(path, encoding="utf-8") as file:
+        try:
+            values = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {path} is not valid JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} must hold a JSON object of options, "
+                         f"got {type(values).__name__}")
+    unknown = sorted(set(values) - set(_CONFIG_FIELDS))
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {', '.join(unknown)} (known: "
+                         f"{', '.join(_CONFIG_FIELDS)})")
+    for name, value in values.items():
+        kind = _option_type(name)
+        fits = (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+                or kind is float and type(value) is int
+                or value is None and _CONFIG_FIELDS[name].default is None)
+        if not fits:
+            raise ValueError(f"--config {path}: {name} must be {kind.__name__}"
+                             f"{' or null' if _CONFIG_FIELDS[name].default is None else ''}, "
+                             f"got {value!r}")
+    return values
+
 
 def _train_parser(subparsers: argparse._SubParsersAction) -> None:
-    defaults = TrainConfig()
     parser = subparsers.add_parser(
         "train", help="train a WGAN-GP and write a run folder",
         description="Train a WGAN-GP (paper defaults) and write config.json, metrics.csv, "
@@ -57,67 +112,14 @@ def _train_parser(subparsers: argparse._SubParsersAction) -> None:
                     "replaces it (removing only fastgp's own files).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--dataset", default=defaults.dataset,
-                        help=f"one of {', '.join(BUILTIN_DATASETS)}, a folder of images, or a "
-                             ".npy/.npz array ((N, D) vectors or (N, [C,] H, W [, C]) images)")
-    parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
-    parser.add_argument("--data-workers", type=int, default=None,
-                        help="processes that decode an image folder's files (0: the training "
-                             "process itself; default: min(4, CPUs)); the batches do not depend "
-                             "on it")
+    parser.add_argument("--config", metavar="CONFIG_JSON",
+                        help="start from the options in this file (a run's config.json, same "
+                             "keys); options given on the command line override them")
+    for field in dataclasses.fields(TrainConfig):
+        _config_option(parser, field.name)
     parser.add_argument("--out", default="runs/latest",
                         help="run folder: new or empty, or holding the run to --resume or "
                              "--overwrite; locked while the run writes it")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="generator steps (default: 6000 on 25gaussians, 2000 otherwise)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: 256 (toy and vector data), 64 (images)")
-    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss)
-    parser.add_argument("--penalty", choices=PENALTIES, default=None,
-                        help="default: the loss's own (gp, lp, none for wgan-clip and gan)")
-    parser.add_argument("--gp-weight", type=float, default=None,
-                        help="λ of gp/lp/dragan, γ of r1/r2 (default: 0.1 on toy data, 10 on images)")
-    parser.add_argument("--penalty-every", type=int, default=defaults.penalty_every,
-                        help="lazy regularization: the penalty (×k) on every k-th critic step")
-    parser.add_argument("--clip", type=float, default=defaults.clip, help="wgan-clip's bound")
-    parser.add_argument("--n-critic", type=int, default=None,
-                        help="critic steps per generator step (default: 5 for WGANs, 1 for gan)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
-                        help="default: rmsprop for wgan-clip, adam otherwise")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="default: 5e-5 for wgan-clip, 1e-4 otherwise")
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
-    parser.add_argument("--init", choices=INITIALIZATIONS, default=defaults.init)
-    parser.add_argument("--ema", type=float, default=defaults.ema,
-                        help="decay of the generator's weight average used for samples (0: off)")
-    parser.add_argument("--architecture", choices=ARCHITECTURES, default=None,
-                        help="default: mlp (toy and vector data), dcgan (images)")
-    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="MLP width")
-    parser.add_argument("--depth", type=int, default=defaults.depth, help="MLP hidden layers")
-    parser.add_argument("--width", type=int, default=None,
-                        help="image models' base width (default: 64 dcgan, 128 resnet)")
-    parser.add_argument("--noise-dim", type=int, default=None,
-                        help="default: 2 (toy), D (vector data), 128 (images)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-every", type=int, default=defaults.log_every,
-                        help="generator steps between rows of metrics.csv")
-    parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    parser.add_argument("--eval-samples", type=int, default=None,
-                        help="samples per evaluation (default: 2500 toy/vector, 898 images)")
-    parser.add_argument("--device", default=defaults.device,
-                        help="auto (cuda where available, else cpu), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="bf16/fp16: autocast forwards, fp32 norms; fp16 with loss scaling")
-    parser.add_argument("--critic-step", choices=CRITIC_STEPS, default=defaults.critic_step,
-                        help="engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; "
-                             "auto: the engine when it supports the critic")
-    parser.add_argument("--compile", action="store_true",
-                        help="run the engine's critic step under torch.compile (slower on CPU)")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic algorithms only (cuDNN, cuBLAS, torch): reruns and "
-                             "resumes repeat exactly on CUDA, at some cost in speed")
-    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
-                        help="step-numbered checkpoints kept in checkpoints/")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint (same options; --steps, "
                              "--eval-every, --keep-checkpoints may change)")
@@ -146,22 +148,16 @@ def _sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The config of ``fastgp train``: the options of ``--config`` (if given), overridden by
+    those given on the command line; the rest take TrainConfig's defaults."""
+    values = _config_file(args.config) if args.config is not None else {}
+    return TrainConfig(**{**values, **_config_options(args)})
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    check_device(args.device, allow_auto=True)
-    config = TrainConfig(
-        dataset=args.dataset, image_size=args.image_size, steps=args.steps,
-        batch_size=args.batch_size, loss=args.loss,
-        penalty=args.penalty, gp_weight=args.gp_weight, penalty_every=args.penalty_every,
-        clip=args.clip, n_critic=args.n_critic, optimizer=args.optimizer, lr=args.lr,
-        lr_schedule=args.lr_schedule, init=args.init, ema=args.ema,
-        architecture=args.architecture, hidden=args.hidden, depth=args.depth, width=args.width,
-        noise_dim=args.noise_dim, seed=args.seed, log_every=args.log_every,
-        eval_every=args.eval_every,
-        eval_samples=args.eval_samples,
-        device=args.device, precision=args.precision, critic_step=args.critic_step,
-        compile=args.compile, deterministic=args.deterministic,
-        keep_checkpoints=args.keep_checkpoints, data_workers=args.data_workers,
-    )
+    config = train_config(args)
+    check_device(config.device, allow_auto=True)
     args.out = _folder(args.out)
     config.validate()  # before the data are loaded: a bad option fails in an instant
     group = ProcessGroup.from_environment(config.device)  # torchrun: one process per shard
@@ -245,11 +241,8 @@ def _compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="generator steps per loss (default: the data set's, 6000 on 25gaussians)")
     parser.add_argument("--losses", default=",".join(COMPARED_LOSSES), help="comma-separated")
-    parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
-    parser.add_argument("--device", default=TrainConfig.device,
-                        help="auto (cuda where available, else cpu), cpu, cuda, cuda:N or mps")
+    for name in ("hidden", "seed", "eval_every", "device"):  # as fastgp train has them
+        _config_option(parser, name)
     parser.add_argument("--out", default="runs/compare",
                         help="one run folder per loss in it, and the table and figure")
     parser.add_argument("--no-progress", action="store_true")
@@ -263,9 +256,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     unknown = [name for name in losses if name not in LOSSES]
     if unknown or not losses:
         raise ValueError(f"--losses takes names from {LOSSES}, got {args.losses!r}")
-    check_device(args.device, allow_auto=True)
-    base = TrainConfig(dataset=args.dataset, steps=args.steps, hidden=args.hidden, seed=args.seed,
-                       eval_every=args.eval_every, device=args.device)
+    base = TrainConfig(**_config_options(args))  # --dataset, --steps and the shared flags
+    check_device(base.device, allow_auto=True)
     base.validate()
     compare(base, args.out, losses, progress=not args.no_progress)
     print((args.out / "compare.md").read_text(), end="")
@@ -501,7 +493,8 @@ COMMANDS = {"train": _run_train, "sample": _run_sample, "compare": _run_compare,
             "profile": _run_profile, "bench": _run_bench, "info": _run_info}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``fastgp`` and its commands."""
     parser = argparse.ArgumentParser(prog="fastgp", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
@@ -511,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     _bench_parser(subparsers)
     _explain_parser(subparsers)
     _info_parser(subparsers)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except EXPECTED as error:

@@ -198,3 +198,114 @@ def test_diverged_run_fails_in_one_line(tmp_path, capsys, monkeypatch):
     assert main(["train", "--out", str(tmp_path), *TINY_TRAIN, "--log-every", "1"]) == 1
     one_line_error(capsys.readouterr().err, "train",
                    "training diverged at step 1: ['w_estimate'] not finite")
+
+
+def _train_args(*argv):
+    return cli.build_parser().parse_args(["train", *argv])
+
+
+def test_every_train_config_field_has_a_flag():
+    """Each field of TrainConfig is a flag of ``fastgp train`` (``--field-name``) of its type,
+    with its allowed names as choices, and a value given there reaches the config."""
+    import dataclasses
+
+    from fastgp.train import TrainConfig
+
+    defaults = TrainConfig()
+    numbers = {int: ("7", 7), float: ("0.25", 0.25)}
+    argv, expected = [], {}
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = type(getattr(defaults, field.name))
+        choices = field.metadata.get("choices")
+        if choices is not None:  # a name other than the default, which the flag must accept
+            value = next(name for name in choices if name != field.default)
+            argv += [flag, value]
+        elif kind is bool:
+            assert field.default is False  # a store_true flag; --no-... where the default is True
+            argv, value = [*argv, flag], True
+        elif field.name in ("dataset", "device"):
+            value = "25gaussians" if field.name == "dataset" else "cpu"
+            argv += [flag, value]
+        else:  # int or float, also where the default is None (the config's own default)
+            kind = cli._option_type(field.name)
+            argv += [flag, numbers[kind][0]]
+            value = numbers[kind][1]
+        expected[field.name] = value
+        assert field.metadata.get("help") or choices or field.name in ("seed", "eval_every"), (
+            f"TrainConfig.{field.name} has no help text")
+    config = cli.train_config(_train_args(*argv))
+    assert dataclasses.asdict(config) == expected
+    assert expected.keys() == dataclasses.asdict(defaults).keys()
+    # A flag left out keeps TrainConfig's default.
+    assert cli.train_config(_train_args()) == defaults
+
+
+@pytest.mark.parametrize("flag, value", [("--loss", "wgan"), ("--penalty", "l2"),
+                                          ("--precision", "fp64"), ("--steps", "2.5")])
+def test_train_flags_refuse_values_outside_their_choices_and_types(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: invalid" in capsys.readouterr().err
+
+
+def test_adam_betas_have_flags():
+    config = cli.train_config(_train_args("--beta1", "0.0", "--beta2", "0.99"))
+    assert (config.beta1, config.beta2) == (0.0, 0.99)
+
+
+def test_train_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ["--beta1 BETA1 Adam's β1 (default: 0.5)", "--beta2 BETA2 Adam's β2 (default: 0.9)",
+                 "--hidden HIDDEN MLP width (default: 256)", "--compile run the engine's critic",
+                 "--steps STEPS generator steps (default: 6000 on 25gaussians, 2000 otherwise) "
+                 "(default: None)", "--config CONFIG_JSON", "--resume", "--overwrite"]:
+        assert text in out
+
+
+def test_config_file_round_trips_and_flags_override_it(tmp_path, capsys):
+    """The config.json of a run, given to --config, trains the same run; a flag overrides it,
+    also where it gives the default value, and the other options keep the file's values."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--out", str(first), *TINY_TRAIN, "--beta1", "0.0", "--beta2", "0.99",
+                 "--loss", "wgan-lp", "--deterministic"]) == 0
+    saved = json.loads((first / "config.json").read_text())
+    assert (saved["beta1"], saved["beta2"], saved["loss"], saved["deterministic"]) == (0.0, 0.99,
+                                                                                 "wgan-lp", True)
+    assert main(["train", "--config", str(first / "config.json"), "--steps", "3",
+                 "--out", str(second), "--no-progress"]) == 0
+    again = json.loads((second / "config.json").read_text())
+    assert again == {**saved, "steps": 3}
+    overridden = cli.train_config(_train_args("--config", str(first / "config.json"),
+                                               "--hidden", "256", "--depth", "3"))
+    assert (overridden.hidden, overridden.depth, overridden.beta2) == (256, 3, 0.99)
+    assert overridden.eval_samples == saved["eval_samples"] == 64
+
+
+@pytest.mark.parametrize("content, fragments", [
+    ({"steps": 2, "learning_rate": 0.1, "betas": [0.5, 0.9]},
+     ["unknown keys betas, learning_rate", "known: dataset, "]),
+    ({"hidden": "8"}, ["hidden must be int, got '8'"]),
+    ({"steps": 2.5}, ["steps must be int or null, got 2.5"]),
+    ({"compile": 1}, ["compile must be bool, got 1"]),
+    ([1, 2], ["must hold a JSON object of options, got list"]),
+])
+def test_bad_config_file_is_refused_in_one_line(content, fragments, tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(content))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), *TINY_TRAIN]) == 2
+    one_line_error(capsys.readouterr().err, "train", f"--config {path}", *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_or_malformed_config_file_is_refused_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing.json"
+    assert main(["train", "--config", str(missing), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys.readouterr().err, "train", str(missing))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"steps": 2,')
+    assert main(["train", "--config", str(broken), "--out", str(tmp_path / "run")]) == 2
+    one_line_error(capsys.readouterr().err, "train", f"--config {broken} is not valid JSON")

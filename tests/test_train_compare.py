@@ -57,3 +57,23 @@ def test_compare_cli_refuses_unknown_losses_and_non_toy_data(tmp_path, capsys):
     assert "--losses takes names from" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown dataset"):
         compare(TrainConfig(dataset="digits"), tmp_path, ("gan",), progress=False)
+
+
+def test_compare_cli_passes_its_options_to_the_runs(tmp_path, capsys, monkeypatch):
+    """--hidden, --seed, --eval-every and --device are train's flags (TrainConfig's fields);
+    left out, they keep TrainConfig's defaults."""
+    bases = []
+
+    def record(base, out, losses, progress):
+        bases.append(base)
+        (out / "compare.md").write_text("table\n")
+
+    monkeypatch.setattr("fastgp.train.compare.compare", record)
+    out = tmp_path / "compare"
+    out.mkdir()
+    assert main(["compare", "--out", str(out), "--steps", "5", "--hidden", "16", "--seed", "3",
+                 "--eval-every", "7", "--device", "cpu", "--no-progress"]) == 0
+    assert main(["compare", "--out", str(out), "--dataset", "8gaussians", "--no-progress"]) == 0
+    assert bases == [TrainConfig(dataset="25gaussians", steps=5, hidden=16, seed=3, eval_every=7,
+                                 device="cpu"), TrainConfig(dataset="8gaussians")]
+    assert "table" in capsys.readouterr().out

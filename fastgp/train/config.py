@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from fastgp.devices import resolve_device
 from fastgp.engine.fused_critic import PENALTIES as ENGINE_PENALTIES
+from fastgp.train.data import BUILTIN_DATASETS
 
 LOSSES = ("wgan-gp", "wgan-lp", "wgan-clip", "gan")
 # The engine's penalties and DRAGAN (Tier 1 only: its points are random perturbations).
@@ -69,45 +70,74 @@ SEED_RANGE = range(2**32)
 FLOAT_OPTIONS = ("gp_weight", "clip", "lr", "beta1", "beta2", "ema")
 
 
+def _option(default, help: str | None = None, choices: tuple[str, ...] | None = None):
+    """A field of :class:`TrainConfig` with what ``fastgp train`` says of it: its ``--help``
+    text and, for a field that takes one of a few names, those names (the flag's ``choices``;
+    :meth:`TrainConfig.validate` checks them too). ``fastgp train`` makes one flag of each field."""
+    metadata = {"help": help} if help is not None else {}
+    if choices is not None:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a run; saved, resolved, as the run folder's ``config.json``."""
 
-    dataset: str = "8gaussians"  # a built-in name, an image folder, or a .npy/.npz file
-    image_size: int | None = None  # resize images to this square size
-    steps: int | None = None  # generator steps; None: 6,000 on 25gaussians, 2,000 otherwise
-    batch_size: int | None = None  # None: 256 (toy, vector), 64 (image)
-    loss: str = "wgan-gp"
-    penalty: str | None = None  # None: the loss's own penalty (table above)
-    gp_weight: float | None = None  # λ of GP/LP/DRAGAN, γ of R1/R2; None: 0.1 toy, 10 otherwise
-    penalty_every: int = 1  # lazy regularization: the penalty (× k) on every k-th critic step
-    clip: float = 0.01  # weight clipping bound of wgan-clip
-    n_critic: int | None = None  # critic steps per generator step; None: 5 (WGAN), 1 (gan)
-    optimizer: str | None = None  # None: rmsprop for wgan-clip, adam otherwise
-    lr: float | None = None  # None: 5e-5 for wgan-clip, 1e-4 otherwise
-    beta1: float = 0.5
-    beta2: float = 0.9
-    lr_schedule: str = "linear"  # constant, or linear decay to 0 at the last step
-    init: str = "pytorch"
-    ema: float = 0.999  # decay of the generator's weight average used for samples; 0 turns it off
-    architecture: str | None = None  # None: mlp (toy, vector), dcgan (image)
-    hidden: int = 256  # MLP width
-    depth: int = 3  # MLP hidden layers
-    width: int | None = None  # image models' base width; None: 64 (dcgan), 128 (resnet)
-    noise_dim: int | None = None  # None: 2 (toy), D (vector), 128 (image)
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 500
-    eval_samples: int | None = None  # None: 2,500 (toy, vector), 898 (image)
-    device: str = "auto"  # auto: cuda where available, else cpu (resolved when a run starts)
-    precision: str = "fp32"  # bf16/fp16: autocast forwards; fp16 adds loss scaling (GradScaler)
-    critic_step: str = "auto"  # engine (FusedCritic), tier1 (autograd), auto: engine if it can
-    compile: bool = False  # the engine's critic step under torch.compile (measured slower on CPU)
-    deterministic: bool = False  # deterministic cuDNN/cuBLAS/torch algorithms (exact reruns on CUDA)
-    keep_checkpoints: int = 3  # step-numbered copies kept in checkpoints/ besides checkpoint.pt
-    # worker processes that decode an image folder's files (0: the training process decodes
-    # them); None: min(4, CPUs). No effect on the batches, nor on other data.
-    data_workers: int | None = None
+    dataset: str = _option(
+        "8gaussians",
+        f"one of {', '.join(BUILTIN_DATASETS)}, a folder of images, or a .npy/.npz array "
+        "((N, D) vectors or (N, [C,] H, W [, C]) images)")
+    image_size: int | None = _option(None, "resize images to this size")
+    steps: int | None = _option(
+        None, "generator steps (default: 6000 on 25gaussians, 2000 otherwise)")
+    batch_size: int | None = _option(None, "default: 256 (toy and vector data), 64 (images)")
+    loss: str = _option("wgan-gp", choices=LOSSES)
+    penalty: str | None = _option(
+        None, "default: the loss's own (gp, lp, none for wgan-clip and gan)", PENALTIES)
+    gp_weight: float | None = _option(
+        None, "λ of gp/lp/dragan, γ of r1/r2 (default: 0.1 on toy data, 10 on images)")
+    penalty_every: int = _option(
+        1, "lazy regularization: the penalty (×k) on every k-th critic step")
+    clip: float = _option(0.01, "wgan-clip's bound")
+    n_critic: int | None = _option(
+        None, "critic steps per generator step (default: 5 for WGANs, 1 for gan)")
+    optimizer: str | None = _option(
+        None, "default: rmsprop for wgan-clip, adam otherwise", OPTIMIZERS)
+    # None: 5e-5 for wgan-clip, 1e-3 on the toy sets, 1e-4 otherwise
+    lr: float | None = _option(None, "default: 5e-5 for wgan-clip, 1e-4 otherwise")
+    beta1: float = _option(0.5, "Adam's β1")
+    beta2: float = _option(0.9, "Adam's β2")
+    lr_schedule: str = _option("linear", choices=LR_SCHEDULES)  # linear: decay to 0 at the end
+    init: str = _option("pytorch", choices=INITIALIZATIONS)
+    ema: float = _option(0.999, "decay of the generator's weight average used for samples (0: off)")
+    architecture: str | None = _option(
+        None, "default: mlp (toy and vector data), dcgan (images)", ARCHITECTURES)
+    hidden: int = _option(256, "MLP width")
+    depth: int = _option(3, "MLP hidden layers")
+    width: int | None = _option(None, "image models' base width (default: 64 dcgan, 128 resnet)")
+    noise_dim: int | None = _option(None, "default: 2 (toy), D (vector data), 128 (images)")
+    seed: int = _option(0)
+    log_every: int = _option(10, "generator steps between rows of metrics.csv")
+    eval_every: int = _option(500)
+    eval_samples: int | None = _option(
+        None, "samples per evaluation (default: 2500 toy/vector, 898 images)")
+    # auto is resolved when a run starts
+    device: str = _option("auto", "auto (cuda where available, else cpu), cpu, cuda, cuda:N or mps")
+    precision: str = _option(
+        "fp32", "bf16/fp16: autocast forwards, fp32 norms; fp16 with loss scaling", PRECISIONS)
+    critic_step: str = _option(
+        "auto", "engine: fastgp.FusedCritic; tier1: fastgp.gradient_penalty; auto: the engine "
+        "when it supports the critic", CRITIC_STEPS)
+    compile: bool = _option(
+        False, "run the engine's critic step under torch.compile (slower on CPU)")
+    deterministic: bool = _option(
+        False, "deterministic algorithms only (cuDNN, cuBLAS, torch): reruns and resumes repeat "
+        "exactly on CUDA, at some cost in speed")
+    keep_checkpoints: int = _option(3, "step-numbered checkpoints kept in checkpoints/")
+    data_workers: int | None = _option(
+        None, "processes that decode an image folder's files (0: the training process itself; "
+        "default: min(4, CPUs)); the batches do not depend on it")
 
     def validate(self) -> None:
         # NaN fails every comparison, so the range checks below would let it through (and inf
@@ -125,14 +155,12 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name, allowed in [("loss", LOSSES), ("penalty", PENALTIES), ("optimizer", OPTIMIZERS),
-                              ("lr_schedule", LR_SCHEDULES), ("init", INITIALIZATIONS),
-                              ("critic_step", CRITIC_STEPS), ("architecture", ARCHITECTURES),
-                              ("precision", PRECISIONS)]:
-            value = getattr(self, name)
-            optional = name in ("penalty", "optimizer", "architecture")
-            if value not in allowed and not (value is None and optional):
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        for field in dataclasses.fields(self):
+            allowed = field.metadata.get("choices")
+            value = getattr(self, field.name)
+            optional = field.default is None  # None: the default of the loss or the data
+            if allowed is not None and value not in allowed and not (value is None and optional):
+                raise ValueError(f"{field.name} must be one of {allowed}, got {value!r}")
         if self.data_workers is not None and self.data_workers < 0:
             raise ValueError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.lr is not None and self.lr <= 0:

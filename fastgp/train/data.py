@@ -78,6 +78,8 @@ TOY_DATASETS = {
     "25gaussians": twenty_five_gaussians,
     "swissroll": SwissRoll,
 }
+# The data sets fastgp has built in: the toy sets and scikit-learn's digits (fastgp.train.image_data).
+BUILTIN_DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits")
 
 
 def toy_dataset(name: str) -> ToyDataset | SwissRoll:

@@ -23,9 +23,8 @@ import torch.nn.functional as F
 import torch.utils.data
 from PIL import Image
 
-from fastgp.train.data import TOY_DATASETS, SwissRoll, ToyDataset, toy_dataset
+from fastgp.train.data import BUILTIN_DATASETS, TOY_DATASETS, SwissRoll, ToyDataset, toy_dataset
 
-BUILTIN_DATASETS: tuple[str, ...] = (*TOY_DATASETS, "digits")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ARRAY_EXTENSIONS: tuple[str, ...] = (".npy", ".npz")
 # Keys of a multi-array .npz that name the data, in order of preference.
