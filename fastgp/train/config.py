@@ -104,8 +104,8 @@ class TrainConfig:
         None, "critic steps per generator step (default: 5 for WGANs, 1 for gan)")
     optimizer: str | None = _option(
         None, "default: rmsprop for wgan-clip, adam otherwise", OPTIMIZERS)
-    # None: 5e-5 for wgan-clip, 1e-3 on the toy sets, 1e-4 otherwise
-    lr: float | None = _option(None, "default: 5e-5 for wgan-clip, 1e-4 otherwise")
+    lr: float | None = _option(
+        None, "default: 5e-5 for wgan-clip, 1e-3 on the toy sets, 1e-4 otherwise")
     beta1: float = _option(0.5, "Adam's β1")
     beta2: float = _option(0.9, "Adam's β2")
     lr_schedule: str = _option("linear", choices=LR_SCHEDULES)  # linear: decay to 0 at the end
