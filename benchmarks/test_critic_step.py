@@ -12,9 +12,10 @@ import copy
 import pytest
 import torch
 
+from fastgp.models import paper_adam
 from fastgp.perf.bench import CRITICS, STANDARD_MATRIX
 from fastgp.perf.counting import count
-from fastgp.perf.profile import PATHS, critic_step, float32_precision, paper_adam
+from fastgp.perf.profile import PATHS, critic_step, float32_precision
 from fastgp.perf.roofline import modeled_time
 
 PATH_IDS = [*PATHS, "nogp"]
@@ -26,7 +27,7 @@ def test_critic_step(benchmark, case, path):
     spec = CRITICS[case.critic]
     torch.manual_seed(0)
     critic = copy.deepcopy(spec.build())
-    optimizer = paper_adam(critic)
+    optimizer = paper_adam(critic.parameters())
     real = torch.randn(case.batch, *spec.sample_shape)
     fake = torch.randn(case.batch, *spec.sample_shape)
 

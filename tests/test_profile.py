@@ -11,13 +11,13 @@ from torch import nn
 
 from fastgp.cli import main
 from fastgp.engine.fused_critic import PASSES as ENGINE_PASSES
+from fastgp.models import paper_adam
 from fastgp.perf.profile import (
     AUTOGRAD_PHASES,
     PHASE_ORDER,
     PhaseTimer,
     engine_phase_order,
     float32_precision,
-    paper_adam,
     phased_step,
     profile_gp,
 )
@@ -67,7 +67,7 @@ def _labels(trace) -> list[tuple[str, int, int]]:
 @pytest.mark.parametrize("path", ["reference", "tier2"])
 def test_phases_are_labelled_in_a_torch_profiler_trace(path):
     critic = _tiny()
-    optimizer = paper_adam(critic)
+    optimizer = paper_adam(critic.parameters())
     real, fake = torch.randn(4, 6), torch.randn(4, 6)
     order = (PHASE_ORDER if path == "reference"
              else engine_phase_order(critic, optimizer, real, fake))
@@ -127,7 +127,7 @@ def fake_cuda_events(monkeypatch):
 def test_cuda_phases_are_timed_by_events_with_one_synchronize_per_step(path, fake_cuda_events):
     # The step runs on CPU tensors; the timer takes its CUDA path because its device is CUDA.
     critic = _tiny()
-    optimizer = paper_adam(critic)
+    optimizer = paper_adam(critic.parameters())
     real, fake = torch.randn(4, 6), torch.randn(4, 6)
     order, names = PHASE_ORDER, AUTOGRAD_PHASES
     if path == "tier2":

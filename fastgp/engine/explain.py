@@ -87,15 +87,16 @@ def explain(critic: nn.Module, example: torch.Tensor | None = None) -> Explanati
 
 def _flop_ratios(critic: nn.Module, example: torch.Tensor,
                  explicit: bool) -> tuple[float, float | None]:
+    from fastgp.models import paper_adam
     from fastgp.perf.counting import count  # the measurement tools load only when asked for
-    from fastgp.perf.profile import critic_step, paper_adam
+    from fastgp.perf.profile import critic_step
 
     torch.manual_seed(0)
     fake = torch.randn_like(example)
 
     def flops(path: str | None) -> int:
         model = copy.deepcopy(critic)
-        return count(critic_step, model, paper_adam(model), example, fake, path)[0].flops
+        return count(critic_step, model, paper_adam(model.parameters()), example, fake, path)[0].flops
 
     without = flops(None)
     if without == 0:

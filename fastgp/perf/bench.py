@@ -29,6 +29,7 @@ from fastgp.models import (
     InstanceNormDCGANCritic,
     SumPoolResNetCritic,
     dcgan_critic,
+    paper_adam,
     resnet32_critic,
     spectral_norm_dcgan_critic,
     toy_critic,
@@ -40,7 +41,6 @@ from fastgp.perf.profile import (
     describe_float32_precision,
     float32_precision,
     matmul_flops_per_second,
-    paper_adam,
     time_interleaved,
 )
 from fastgp.perf.roofline import H100_SXM, modeled_time
@@ -238,7 +238,7 @@ def run_case(case: Case, paths: Sequence[str], repeats: int, warmup: int,
     steps = {}
     for path in (*paths, NO_GP):
         path_critic = copy.deepcopy(critic)
-        optimizer = paper_adam(path_critic)
+        optimizer = paper_adam(path_critic.parameters())
         penalty_path = None if path == NO_GP else path
         steps[path] = (lambda c=path_critic, o=optimizer, p=penalty_path:
                        critic_step(c, o, real, fake, p))

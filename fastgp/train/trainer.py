@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from fastgp.devices import host_to_device, make_deterministic
 from fastgp.losses import clip_weights_
-from fastgp.models import image_models, mlp
+from fastgp.models import image_models, mlp, paper_adam
 from fastgp.train import run_contents, run_folder
 from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
@@ -93,8 +93,7 @@ def build_models(config: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn
 def _optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(parameters, config.lr)
-    # Fused Adam: the same update in one kernel (3× faster than the per-parameter loop here).
-    return torch.optim.Adam(parameters, config.lr, betas=(config.beta1, config.beta2), fused=True)
+    return paper_adam(parameters, config.lr, (config.beta1, config.beta2))
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
