@@ -433,7 +433,6 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _explain_parser(subparsers: argparse._SubParsersAction) -> None:
-
     parser = subparsers.add_parser(
         "explain", help="how the engine reads a critic, and what blocks it",
         description="List the operations of a critic's forward as the engine traces them, the "

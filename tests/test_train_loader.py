@@ -130,12 +130,15 @@ def test_resumed_folder_run_takes_the_batches_of_an_uninterrupted_one(tmp_path, 
         assert torch.equal(a, b)
     for a, b in zip(whole.critic.parameters(), resumed.critic.parameters(), strict=True):
         assert torch.equal(a, b)
-    rows = []
-    for name in ("whole", "split"):
-        with open(tmp_path / name / "metrics.csv") as handle:
-            rows.append([{k: v for k, v in row.items() if k not in TIMINGS}
-                         for row in csv.DictReader(handle)])
+    rows = [_metrics_without_timings(tmp_path / name) for name in ("whole", "split")]
     assert rows[0] == rows[1] and len(rows[0]) == 6
+
+
+def _metrics_without_timings(run_dir):
+    """metrics.csv of a run with the wall-clock columns left out (they differ between runs)."""
+    with open(run_dir / "metrics.csv") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMINGS}
+                for row in csv.DictReader(handle)]
 
 
 def test_negative_data_workers_are_refused():
@@ -157,11 +160,7 @@ def test_streamed_folder_run_equals_the_in_memory_run(tmp_path, monkeypatch):
     memory.run()
     for a, b in zip(streamed.sampler.parameters(), memory.sampler.parameters(), strict=True):
         assert torch.equal(a, b)
-    rows = []
-    for name in ("streamed", "memory"):
-        with open(tmp_path / name / "metrics.csv") as handle:
-            rows.append([{k: v for k, v in row.items() if k not in TIMINGS}
-                         for row in csv.DictReader(handle)])
+    rows = [_metrics_without_timings(tmp_path / name) for name in ("streamed", "memory")]
     assert rows[0] == rows[1] and len(rows[0]) == 4
 
 
