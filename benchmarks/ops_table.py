@@ -21,7 +21,7 @@ import time
 import torch
 
 from fastgp import ops, reference
-from fastgp.ops import interpolate_op, norm_penalty_op
+from fastgp.ops import formulas
 from fastgp.ops.backend import native_unavailable_reason
 from fastgp.perf.counting import count
 from fastgp.perf.roofline import KernelRecord, modeled_time
@@ -56,14 +56,14 @@ def byte_rows() -> list[str]:
         # interpolate: read real, fake (and ε), write x̂
         minimum = 3 * element_bytes + eps.numel() * 4
         reference_counts, _ = count(reference.interpolate, real, fake, eps)
-        composite_counts, _ = count(interpolate_op._composite, real, fake, eps)
+        composite_counts, _ = count(formulas.interpolate, real, fake, eps)
         rows.append(f"| {name} | interpolate | {reference_counts.non_gemm_bytes / 1e6:.2f} | "
                     f"{composite_counts.non_gemm_bytes / 1e6:.2f} | {minimum / 1e6:.2f} |")
         # norm_penalty forward + backward: read g, write norms/penalty; read g, write ∂g
         minimum = 4 * element_bytes + 2 * shape[0] * 4
         reference_counts, _ = count(_norm_penalty_fwd_bwd(reference.norm_penalty), real)
         composite_counts, _ = count(_norm_penalty_fwd_bwd(
-            lambda g: norm_penalty_op._composite(g, 10.0, 1.0, False)), real)
+            lambda g: formulas.norm_penalty(g, 10.0, 1.0, False)), real)
         rows.append(f"| {name} | norm_penalty fwd+bwd | {reference_counts.non_gemm_bytes / 1e6:.2f}"
                     f" | {composite_counts.non_gemm_bytes / 1e6:.2f} | {minimum / 1e6:.2f} |")
     return rows

@@ -1,8 +1,9 @@
 """fastgp: fast, exact gradient penalties and a WGAN-GP training system.
 
 ``import fastgp`` loads the penalty, the ops, the engine and the losses only. The measurement
-tools (:mod:`fastgp.perf.profile`, :mod:`fastgp.perf.counting`: torch's private dispatch machinery), the
-benchmark, the trainer and their plotting and data libraries load when first asked for:
+tools (:mod:`fastgp.perf.profile`, :mod:`fastgp.perf.counting`: torch's private dispatch
+machinery; :mod:`fastgp.perf.explain`), the benchmark, the trainer and their plotting and data
+libraries load when first asked for:
 the names of :data:`_LAZY` are found through the module's ``__getattr__`` (PEP 562).
 """
 
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING
 from fastgp import ops
 from fastgp._version import __version__
 from fastgp.engine import CriticStep, FusedCritic, UnsupportedLayerError
-from fastgp.engine.explain import Explanation, explain
 from fastgp.losses import (
     clip_weights_,
     critic_wasserstein_loss,
@@ -33,6 +33,7 @@ from fastgp.ops import (
 from fastgp.penalty import dragan_penalty, gradient_penalty, r1_penalty
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time these load on first use
+    from fastgp.perf.explain import Explanation, explain
     from fastgp.perf.profile import profile_gp
 
 __all__ = [
@@ -64,6 +65,8 @@ __all__ = [
 
 # Public names whose modules load on first use: the name -> the module that defines it.
 _LAZY = {
+    "Explanation": "fastgp.perf.explain",
+    "explain": "fastgp.perf.explain",
     "profile_gp": "fastgp.perf.profile",
 }
 

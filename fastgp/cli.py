@@ -448,7 +448,7 @@ def _explain_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from fastgp.engine.explain import explain
+    from fastgp.perf.explain import explain
 
     integer("--batch", args.batch, minimum=1)
     critic, shape = _critic_and_shape(args, torch.device("cpu"), shape_required=not args.no_flops)
@@ -463,13 +463,13 @@ def _info_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    import fastgp
+    from fastgp._version import __version__
     from fastgp.ops.backend import environment_report
     from fastgp.perf.profile import describe_float32_precision, float32_precision
 
     # The TF32 settings decide how exact fp32 results are on Ampere and later GPUs; fastgp
     # reads them and never changes them.
-    report = {"fastgp": fastgp.__version__, **environment_report(),
+    report = {"fastgp": __version__, **environment_report(),
               "float32_precision": float32_precision()}
     if args.json:
         print(json.dumps(report, indent=2))

@@ -1,6 +1,7 @@
 // Schemas of the native ops, defined once; the CPU kernels register their implementations in
 // cpu/ops_cpu.cpp (and CUDA kernels, when built, in cuda/). Python reaches them as
-// torch.ops.fastgp_native.*; fastgp/ops/*_op.py wraps them with fake kernels and autograd.
+// torch.ops.fastgp_native.*; fastgp/ops/native.py registers the shared fake kernels and autograd
+// formulas of fastgp/ops/formulas.py on these same ops (the contract: fastgp/ops/README.md).
 #include <Python.h>
 #include <torch/library.h>
 

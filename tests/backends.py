@@ -23,3 +23,11 @@ AVAILABLE = [name for name, reason in [
     ("triton", triton_unavailable_reason(CPU)),
     ("native", native_unavailable_reason(CPU)),
 ] if reason is None]
+
+
+def implementation(backend):
+    """The registered ops of one concrete backend (``torch.ops.fastgp_torch``, ``fastgp_native``
+    or ``fastgp_triton``), as :class:`fastgp.ops.Kernels`."""
+    from fastgp.ops.backend import kernels
+
+    return kernels(backend)

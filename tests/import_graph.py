@@ -1,12 +1,13 @@
-"""fastgp's import graph: which module imports which, at import time.
+"""fastgp's import graph: which module imports which.
 
     python tests/import_graph.py        # prints "module -> modules it imports", one per line
 
-Only module-level imports count (those inside functions run when the function does, and
-``if TYPE_CHECKING:`` blocks never run). ``from fastgp.x import y`` counts as an import of
-``fastgp.x.y`` when ``y`` is a module, else of ``fastgp.x``. ``tests/test_import_graph.py``
-checks the graph against :data:`LAYERS`: no module imports a module of a higher layer, and
-there is no cycle.
+Two graphs: the imports that run when a module is imported (module level, not under
+``if TYPE_CHECKING:``), and all of them, including imports inside functions, which run when the
+function does (listed after a "|" in the printout). ``from fastgp.x import y`` counts as an
+import of ``fastgp.x.y`` when ``y`` is a module, else of ``fastgp.x``.
+``tests/test_import_graph.py`` checks both against :data:`LAYERS`: no module imports a module of
+a higher layer, not even inside a function, and there is no cycle.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "fastgp"
 
 #: The architecture, lowest layer first (DESIGN §2): a module may import its own layer and the
-#: layers below, never above. The longest matching prefix places a module.
+#: layers below, never above. The longest matching prefix places a module. The ops are layered
+#: inside too (fastgp/ops/README.md): rules, formulas, the three implementations, the choice of
+#: one, the public functions.
 LAYERS: list[tuple[str, ...]] = [
     ("fastgp._version", "fastgp.validation", "fastgp.devices", "fastgp.nn", "fastgp.reference"),
+    ("fastgp.ops._checks", "fastgp.ops._layout"),
+    ("fastgp.ops.formulas",),
+    ("fastgp.ops.composite", "fastgp.ops.native", "fastgp.ops.triton"),
+    ("fastgp.ops.backend",),
     ("fastgp.ops",),
     ("fastgp.losses", "fastgp.engine", "fastgp.models"),
     ("fastgp.penalty",),
@@ -57,11 +64,24 @@ def _top_level_imports(tree: ast.Module):
                 pending += handler.body
 
 
-def imports_of(path: Path) -> set[str]:
-    """The fastgp modules ``path`` imports at import time."""
+def _all_imports(tree: ast.Module):
+    """Every import statement that can run: module level and inside functions and classes
+    (``if TYPE_CHECKING:`` blocks never run)."""
+    pending = list(ast.iter_child_nodes(tree))
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif not (isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)):
+            pending += ast.iter_child_nodes(node)
+
+
+def imports_of(path: Path, lazy: bool = False) -> set[str]:
+    """The fastgp modules ``path`` imports at import time, or anywhere when ``lazy``."""
     found: set[str] = set()
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    for node in _top_level_imports(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in (_all_imports(tree) if lazy else _top_level_imports(tree)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("fastgp")}
             continue
@@ -77,11 +97,12 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(lazy: bool = False) -> dict[str, set[str]]:
+    """Module -> the fastgp modules it imports at import time (or anywhere, when ``lazy``)."""
     graph = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         name = module_name(path)
-        graph[name] = {m for m in imports_of(path) if m != name}
+        graph[name] = {m for m in imports_of(path, lazy) if m != name}
     return graph
 
 
@@ -121,6 +142,9 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 if __name__ == "__main__":
-    for module, dependencies in import_graph().items():
-        print(f"{module} -> {', '.join(sorted(dependencies)) or '(nothing of fastgp)'}")
+    eager, everywhere = import_graph(), import_graph(lazy=True)
+    for module, dependencies in eager.items():
+        line = f"{module} -> {', '.join(sorted(dependencies)) or '(nothing of fastgp)'}"
+        in_functions = sorted(everywhere[module] - dependencies)
+        print(line + (f" | in functions: {', '.join(in_functions)}" if in_functions else ""))
     sys.exit(0)

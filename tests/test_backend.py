@@ -8,7 +8,7 @@ import torch
 import fastgp
 from fastgp.cli import main
 from fastgp.ops import native
-from fastgp.ops.backend import environment_report, resolve
+from fastgp.ops.backend import environment_report, kernels, resolve
 
 CPU = torch.device("cpu")
 
@@ -37,14 +37,14 @@ def test_unknown_backend():
 
 def test_global_backend_is_used_when_none_is_given(monkeypatch):
     calls = []
-    original = torch.ops.fastgp.norm_penalty
+    original = fastgp.ops.kernels_for
 
-    class Spy:
-        def __call__(self, *args):
-            calls.append(args[-1])
-            return original(*args)
+    def spy(backend, device):
+        chosen = original(backend, device)
+        calls.append(chosen)
+        return chosen
 
-    monkeypatch.setattr(fastgp.ops.torch.ops.fastgp, "norm_penalty", Spy())
+    monkeypatch.setattr(fastgp.ops, "kernels_for", spy)
     try:
         fastgp.set_backend("triton")
         assert fastgp.get_backend() == "triton"
@@ -52,7 +52,7 @@ def test_global_backend_is_used_when_none_is_given(monkeypatch):
         fastgp.norm_penalty(torch.randn(3, 4), backend="torch")
     finally:
         fastgp.set_backend("auto")
-    assert calls == ["triton", "torch"]
+    assert calls == [kernels("triton"), kernels("torch")]
 
 
 def test_native_unavailable_reason_is_reported():

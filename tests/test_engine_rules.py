@@ -17,7 +17,7 @@ from torch import nn
 from fastgp.engine.base import StepContext
 from fastgp.engine.trace import read_critic
 from fastgp.nn import Residual
-from fastgp.ops._registry import op_for
+from fastgp.ops import composite
 
 LAYERS = {
     "linear": (lambda: nn.Linear(7, 5), (3, 7)),
@@ -207,8 +207,8 @@ class ScaledConv(nn.Module):
 
 def _context(module: nn.Module, rows: int) -> tuple[StepContext, list[nn.Parameter]]:
     parameters = list(module.parameters())
-    ctx = StepContext(None, None, slice(0, rows), op_for("bias_leaky_relu", "torch"),
-                      op_for("leaky_relu_mask_backward", "torch"), [None] * len(parameters))
+    ctx = StepContext(None, None, slice(0, rows), composite.KERNELS.bias_leaky_relu,
+                      composite.KERNELS.leaky_relu_mask_backward, [None] * len(parameters))
     return ctx, parameters
 
 

@@ -1,7 +1,8 @@
 """The architecture as an import rule: no module imports a module of a higher layer
-(``tests/import_graph.py`` lists the layers), none imports the package root, and there is no
-import cycle."""
+(``tests/import_graph.py`` lists the layers), not even inside a function, none imports the
+package root, and there is no import cycle, not even through imports inside functions."""
 
+import pytest
 from import_graph import LAYERS, cycles, import_graph, layer_of
 
 
@@ -9,15 +10,17 @@ def test_every_module_has_a_layer():
     assert [module for module in import_graph() if layer_of(module) is None] == []
 
 
-def test_no_module_imports_a_higher_layer():
+@pytest.mark.parametrize("lazy", [False, True], ids=["at import", "anywhere"])
+def test_no_module_imports_a_higher_layer(lazy):
     upward = [f"{module} (layer {layer_of(module)}) -> {dependency} (layer {layer_of(dependency)})"
-              for module, dependencies in import_graph().items()
+              for module, dependencies in import_graph(lazy).items()
               for dependency in dependencies if layer_of(dependency) > layer_of(module)]
     assert upward == [], "\n".join(upward)
 
 
-def test_there_is_no_import_cycle():
-    assert cycles(import_graph()) == []
+@pytest.mark.parametrize("lazy", [False, True], ids=["at import", "anywhere"])
+def test_there_is_no_import_cycle(lazy):
+    assert cycles(import_graph(lazy)) == []
 
 
 def test_the_rules_can_fail():

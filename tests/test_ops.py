@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from backends import AVAILABLE, BACKENDS
+from backends import AVAILABLE, BACKENDS, implementation
 from helpers import FP64_TOL, relative_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -88,13 +88,13 @@ def test_interpolate_gradcheck_and_gradgradcheck(backend):
 def test_interpolate_opcheck(backend):
     real, fake = _random((3, 4), seed=1, requires_grad=True), _random((3, 4), seed=2)
     eps = torch.rand(3, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.fastgp.interpolate.default, (real, fake, eps, backend))
+    torch.library.opcheck(implementation(backend).interpolate.default, (real, fake, eps))
     real4 = _random((2, 3, 4, 4)).to(memory_format=torch.channels_last)
     fake4 = _random((2, 3, 4, 4), seed=5).to(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.fastgp.interpolate.default,
-                          (real4, fake4, torch.rand(2, dtype=torch.float64), backend))
+    torch.library.opcheck(implementation(backend).interpolate.default,
+                          (real4, fake4, torch.rand(2, dtype=torch.float64)))
     grad = _random((3, 4), seed=6, requires_grad=True)
-    torch.library.opcheck(torch.ops.fastgp.interpolate_backward.default, (grad, eps, backend))
+    torch.library.opcheck(implementation(backend).interpolate_backward.default, (grad, eps))
 
 
 # ----------------------------------------------------------------------------- norm_penalty
@@ -193,13 +193,12 @@ def test_norm_penalty_opcheck(backend):
         (_random((2, 3, 4, 4)).to(memory_format=torch.channels_last).requires_grad_(True),
          10.0, 1.0, False),
     ]:
-        torch.library.opcheck(torch.ops.fastgp.norm_penalty.default, (*args, backend))
-    if backend != "torch":
-        grad = _random((3, 4))
-        norms = grad.norm(dim=1)
-        torch.library.opcheck(torch.ops.fastgp.norm_penalty_backward.default,
-                              (grad, norms, torch.tensor(1.0, dtype=torch.float64), None,
-                               10.0, 1.0, False, backend))
+        torch.library.opcheck(implementation(backend).norm_penalty.default, args)
+    grad = _random((3, 4))
+    norms = grad.norm(dim=1)
+    torch.library.opcheck(implementation(backend).norm_penalty_backward.default,
+                          (grad, norms, torch.tensor(1.0, dtype=torch.float64), None, 10.0, 1.0,
+                           False))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -247,7 +246,7 @@ def test_samples_without_elements_agree_on_every_backend(shape, layout, backend)
     bias = torch.zeros(shape[1], dtype=torch.float64)
     out, mask = ops.bias_leaky_relu(grad.detach(), bias, 0.2, 1, backend=backend)
     assert out.shape == mask.shape == shape
-    backward = torch.ops.fastgp.leaky_relu_mask_backward(grad.detach(), mask, 0.2, backend)
+    backward = implementation(backend).leaky_relu_mask_backward(grad.detach(), mask, 0.2)
     assert backward.shape == shape
 
 
@@ -303,11 +302,11 @@ def test_bias_leaky_relu_gradcheck_and_gradgradcheck(backend):
 def test_bias_leaky_relu_opcheck(backend):
     x = _random((3, 4, 5), requires_grad=True)
     bias = _random((4,), seed=1, requires_grad=True)
-    torch.library.opcheck(torch.ops.fastgp.bias_leaky_relu.default, (x, bias, 0.2, 1, backend))
-    torch.library.opcheck(torch.ops.fastgp.bias_leaky_relu.default, (x, None, 0.1, 2, backend))
+    torch.library.opcheck(implementation(backend).bias_leaky_relu.default, (x, bias, 0.2, 1))
+    torch.library.opcheck(implementation(backend).bias_leaky_relu.default, (x, None, 0.1, 2))
     mask = x.detach() > 0
-    torch.library.opcheck(torch.ops.fastgp.leaky_relu_mask_backward.default,
-                          (_random((3, 4, 5), requires_grad=True), mask, 0.2, backend))
+    torch.library.opcheck(implementation(backend).leaky_relu_mask_backward.default,
+                          (_random((3, 4, 5), requires_grad=True), mask, 0.2))
 
 
 def test_bias_leaky_relu_rejects_bad_bias():

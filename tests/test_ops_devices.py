@@ -1,7 +1,8 @@
 """Every fastgp op refuses tensor arguments on different devices, on every backend.
 
-The check runs in Python before any backend (fastgp/ops/_checks.py), in the real op and in its
-fake alike; the native CUDA kernels check again in C++ (compiled, not run, here). On a CPU-only
+The check runs in the real op and in its fake alike: in Python (fastgp/ops/_checks.py) for the
+composite and Triton ops and every fake kernel, in C++ (kernels/include/fastgp/arguments.h) for
+the native CPU and CUDA kernels (the CUDA ones compiled, not run, here). On a CPU-only
 machine a second device is ``meta``: a call with one ``meta`` argument dispatches to the fake
 kernel (which returned an uninitialized CPU tensor before the check), and a redispatch to the
 CPU key runs the real op with the same arguments.
@@ -9,7 +10,7 @@ CPU key runs the real op with the same arguments.
 
 import pytest
 import torch
-from backends import BACKENDS
+from backends import BACKENDS, implementation
 
 from fastgp.ops._checks import check_same_device
 
@@ -49,22 +50,22 @@ def _arguments(op_name, moved):
 @pytest.mark.parametrize("op_name, moved", CASES)
 def test_fake_refuses_mixed_devices(op_name, moved, backend):
     tensors, scalars = _arguments(op_name, moved)
-    with pytest.raises(ValueError, match=rf"fastgp::{op_name}: every tensor argument must be on "
+    with pytest.raises(ValueError, match=rf"{op_name}: every tensor argument must be on "
                                          rf"the same device, got .*{moved} on meta"):
-        getattr(torch.ops.fastgp, op_name)(*tensors, *scalars, backend)
+        getattr(implementation(backend), op_name)(*tensors, *scalars)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op_name, moved", CASES)
 def test_real_op_refuses_mixed_devices(op_name, moved, backend):
-    op = getattr(torch.ops.fastgp, op_name).default
+    op = getattr(implementation(backend), op_name).default
     tensors, scalars = _arguments(op_name, moved=None)
-    result = op.redispatch(CPU_ONLY, *tensors, *scalars, backend)  # the real op: real values
+    result = op.redispatch(CPU_ONLY, *tensors, *scalars)  # the real op: real values
     first = result[0] if isinstance(result, tuple) else result
     assert torch.isfinite(first).all()
     tensors, scalars = _arguments(op_name, moved)
     with pytest.raises(ValueError, match=rf"{moved} on meta"):
-        op.redispatch(CPU_ONLY, *tensors, *scalars, backend)
+        op.redispatch(CPU_ONLY, *tensors, *scalars)
 
 
 def test_check_same_device_names_every_tensor():

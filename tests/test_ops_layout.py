@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 import torch
-from backends import BACKENDS
+from backends import BACKENDS, implementation
 from helpers import FP64_TOL, relative_error
 from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -49,27 +49,28 @@ def _eps(batch):
     return torch.rand(batch, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
 
 
-def _call(op, first, second=None, requires_grad=False):
-    """``(op overload, args without backend)`` of one fastgp op on tensors of the given layouts."""
+def _call(op, backend, first, second=None, requires_grad=False):
+    """``(op overload, args)`` of one fastgp op of ``backend`` on tensors of the given layouts."""
+    ops = implementation(backend)
     a = _tensor(first, seed=1)
     if requires_grad:
         a = a.detach().requires_grad_(True)
     batch, channels = a.shape[0], a.shape[1]
     if op == "interpolate":
-        return torch.ops.fastgp.interpolate.default, (a, _tensor(second, seed=2), _eps(batch))
+        return ops.interpolate.default, (a, _tensor(second, seed=2), _eps(batch))
     if op == "interpolate_backward":
-        return torch.ops.fastgp.interpolate_backward.default, (a, _eps(batch))
+        return ops.interpolate_backward.default, (a, _eps(batch))
     if op == "norm_penalty":
-        return torch.ops.fastgp.norm_penalty.default, (a, 10.0, 1.0, False)
+        return ops.norm_penalty.default, (a, 10.0, 1.0, False)
     if op == "norm_penalty_backward":
         norms = a.detach().reshape(batch, -1).norm(dim=1)
-        return torch.ops.fastgp.norm_penalty_backward.default, (
+        return ops.norm_penalty_backward.default, (
             a, norms, torch.tensor(1.0, dtype=torch.float64), _eps(batch), 10.0, 1.0, False)
     if op == "bias_leaky_relu":
         bias = torch.linspace(-1, 1, channels, dtype=torch.float64)
-        return torch.ops.fastgp.bias_leaky_relu.default, (a, bias, 0.2, 1)
+        return ops.bias_leaky_relu.default, (a, bias, 0.2, 1)
     assert op == "leaky_relu_mask_backward"
-    return torch.ops.fastgp.leaky_relu_mask_backward.default, (
+    return ops.leaky_relu_mask_backward.default, (
         a, _tensor(second, seed=3, dtype=torch.bool), 0.2)
 
 
@@ -92,9 +93,9 @@ def _fake_run(op, args):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op_name, first, second", CALLS)
 def test_real_and_fake_strides_agree(op_name, first, second, backend):
-    op, args = _call(op_name, first, second)
-    real = _outputs(op(*args, backend))
-    fake = _fake_run(op, (*args, backend))
+    op, args = _call(op_name, backend, first, second)
+    real = _outputs(op(*args))
+    fake = _fake_run(op, args)
     for real_out, fake_out in zip(real, fake, strict=True):
         assert (real_out.shape, real_out.dtype) == (fake_out.shape, fake_out.dtype)
         assert real_out.stride() == fake_out.stride(), (real_out.stride(), fake_out.stride())
@@ -116,8 +117,8 @@ def test_opcheck_every_layout(op_name, backend):
     # norm_penalty_backward is first-order only (no autograd formula): its input needs no grad
     requires_grad = op_name != "norm_penalty_backward"
     for first, second in pairs:
-        op, args = _call(op_name, first, second, requires_grad=requires_grad)
-        torch.library.opcheck(op, (*args, backend))
+        op, args = _call(op_name, backend, first, second, requires_grad=requires_grad)
+        torch.library.opcheck(op, args)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -125,10 +126,10 @@ def test_opcheck_every_layout(op_name, backend):
 def test_mixed_layouts_give_the_formula(first, second, backend):
     real, fake, eps = _tensor(first, 1), _tensor(second, 2), _eps(_tensor(first).shape[0])
     alpha = eps.view(-1, *[1] * (real.dim() - 1))
-    mixed = torch.ops.fastgp.interpolate(real, fake, eps, backend)
+    mixed = implementation(backend).interpolate(real, fake, eps)
     assert relative_error(mixed, alpha * real + (1 - alpha) * fake) <= FP64_TOL
     mask = _tensor(second, 3, torch.bool)
-    masked = torch.ops.fastgp.leaky_relu_mask_backward(real, mask, 0.2, backend)
+    masked = implementation(backend).leaky_relu_mask_backward(real, mask, 0.2)
     assert relative_error(masked, torch.where(mask, real, 0.2 * real)) <= FP64_TOL
 
 

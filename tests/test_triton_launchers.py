@@ -69,8 +69,8 @@ def test_every_launch_runs_inside_the_device_guard(launchers, monkeypatch):
 
     real_launch = launchers._launch
 
-    def recording_launch(kernel, wrap):
-        launch = real_launch(kernel, wrap)
+    def recording_launch(kernel):
+        launch = real_launch(kernel)
 
         class Grid:
             def __getitem__(self, grid):

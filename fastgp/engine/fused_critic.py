@@ -23,9 +23,8 @@ from fastgp.engine.base import StepContext
 from fastgp.engine.readable import structure_signature
 from fastgp.engine.spectral import pull_back, reading_normalized_weights
 from fastgp.engine.trace import read_critic
-from fastgp.ops._registry import op_for, public_backend
-from fastgp.ops.backend import BACKENDS, resolve
-from fastgp.ops.norm_penalty_op import penalty_input_gradient
+from fastgp.ops import Kernels, kernels_for
+from fastgp.ops.backend import BACKENDS
 from fastgp.validation import (
     check_batched_float,
     check_eps,
@@ -41,19 +40,6 @@ PENALTIES = ("gp", "lp", "r1", "r2", "none")
 #: Where a step's time goes, in the order the passes run (see ``FusedCritic.phase_hook``).
 PASSES = ("forward", "adjoint (input gradient)", "norm + penalty",
           "tangent (penalty's parameter gradients)", "backward (W-loss and curvature)")
-
-
-def _kernel(name: str, backend: str):
-    """The op ``name`` of ``backend`` as the engine calls it.
-
-    The engine needs no autograd formulas, so in eager mode the native kernels are called
-    directly (a C++ dispatch instead of the Python custom-op layer: ~20 µs less per call, 15
-    calls per step of the toy MLP); under ``torch.compile`` the custom op, which has a fake
-    kernel, is traced instead.
-    """
-    if backend == "native" and not torch.compiler.is_compiling():
-        return getattr(torch.ops.fastgp_native, name)
-    return op_for(name, backend)
 
 
 def _in_layout_of(parameter: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor | None:
@@ -231,7 +217,7 @@ class FusedCritic:
                 eps = torch.rand(batch, device=real.device, dtype=real.dtype)
             else:
                 eps = eps.to(real.dtype)
-        backend = public_backend(resolve(self.backend, real.device), real.device)
+        ops = kernels_for(self.backend, real.device)
         grads = self._gradient_slots()
         weight = float(weight) * self.penalty_every
         results = []
@@ -241,7 +227,7 @@ class FusedCritic:
                 rows = slice(start, min(start + chunk, batch))
                 results.append(self._chunk(
                     real[rows], fake[rows], None if eps is None else eps[rows], penalty, weight,
-                    float(center), batch, backend, grads))
+                    float(center), batch, ops, grads))
             pull_back(normalized, self._read_parameters, grads, self.rule.positions)
         for parameter, grad in zip(self._read_parameters, grads[:len(self._read_parameters)], strict=True):
             parameter.grad = _in_layout_of(parameter, grad) if parameter.requires_grad else None
@@ -267,10 +253,10 @@ class FusedCritic:
         training mode draws its mask once, over the rows of ``x``, as ``critic(x)`` would.
         """
         self._refresh()
-        backend = public_backend(resolve(self.backend, x.device), x.device)
+        ops = kernels_for(self.backend, x.device)
         grads = self._gradient_slots()
-        kernels = {"leaky": _kernel("bias_leaky_relu", backend),
-                   "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
+        kernels = {"leaky": ops.bias_leaky_relu, "mask_product": ops.leaky_relu_mask_backward,
+                   "grads": grads}
         rows = x.shape[0]
         normalized = self.rule.positions.normalized
         with torch.no_grad(), reading_normalized_weights(normalized):
@@ -282,7 +268,7 @@ class FusedCritic:
             scores, saved = self.rule.forward(x, ctx)
             self._check_scores(scores, rows)
             value, norms = self._penalize(saved, scores, ctx, penalty, weight, center, rows,
-                                          backend)
+                                          ops)
             if curvature:  # the h̄ terms reach the parameters below through a backward
                 self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
             self.rule.factor_gradients(ctx)
@@ -320,7 +306,7 @@ class FusedCritic:
                               device=first.device, memory_format=self._memory_format(first))
         return torch.cat(parts, out=stacked)
 
-    def _chunk(self, real, fake, eps, penalty, weight, center, batch, backend, grads):
+    def _chunk(self, real, fake, eps, penalty, weight, center, batch, ops: Kernels, grads):
         """Accumulate one chunk's gradients into ``grads``; return ``(W, P, norms)`` of the chunk.
 
         GP/LP run independent parts: the W-loss rows (forward and backward over ``[real;
@@ -334,12 +320,12 @@ class FusedCritic:
         themselves: one stacked ``[real; fake]`` batch runs through all passes.
         """
         m = real.shape[0]
-        kernels = {"leaky": _kernel("bias_leaky_relu", backend),
-                   "mask_product": _kernel("leaky_relu_mask_backward", backend), "grads": grads}
+        kernels = {"leaky": ops.bias_leaky_relu, "mask_product": ops.leaky_relu_mask_backward,
+                   "grads": grads}
         if penalty in ("gp", "lp"):
             # The stacked batch is written first so that x̂ is mixed from it in its memory format.
             x = self._stack([real, fake])
-            x_hat = _kernel("interpolate", backend)(x[:m], x[m:], eps)
+            x_hat = ops.interpolate(x[:m], x[m:], eps)
             if x.device.type == "cpu":
                 # Two passes of B rows: a stacked pass's activations outgrow the CPU's
                 # last-level cache on large critics (docs/engine.md, row planning).
@@ -356,7 +342,7 @@ class FusedCritic:
             self._mark(PASSES[0])
             self._check_scores(scores, m)
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
-                                                  batch, backend)
+                                                  batch, ops)
             if curvature:  # the h̄ terms reach the parameters below through a backward
                 self.rule.backward(saved, torch.zeros_like(scores), ctx, need_input=False)
                 self._mark(PASSES[4])
@@ -373,7 +359,7 @@ class FusedCritic:
         chunk_penalty, norms = scores.new_zeros(()), None
         if penalty_rows is not None:
             chunk_penalty, norms = self._penalize(saved, scores, ctx, penalty, weight, center,
-                                                  batch, backend)
+                                                  batch, ops)
         return self._backward(saved, scores, ctx, batch), chunk_penalty, norms
 
     def _loss_pass(self, x, ctx, batch, sign=None):
@@ -408,7 +394,7 @@ class FusedCritic:
     def _check_scores(scores: torch.Tensor, rows: int) -> None:
         check_one_score_per_sample(scores, rows)
 
-    def _penalize(self, saved, scores, ctx, penalty, weight, center, batch, backend):
+    def _penalize(self, saved, scores, ctx, penalty, weight, center, batch, ops: Kernels):
         """Adjoint, penalty and tangent passes over the penalty rows; returns ``(P, norms)``."""
         seed = torch.ones_like(ctx.penalty_part(scores))
         m = seed.shape[0]
@@ -419,9 +405,10 @@ class FusedCritic:
             chunk_weight, center, one_sided = weight / 2 * m / batch, 0.0, False
         else:
             chunk_weight, one_sided = weight * m / batch, penalty == "lp"
-        chunk_penalty, norms = _kernel("norm_penalty", backend)(grad, chunk_weight, center,
-                                                                one_sided)
-        tangent = penalty_input_gradient(grad, norms, chunk_weight, center, one_sided, backend)
+        chunk_penalty, norms = ops.norm_penalty(grad, chunk_weight, center, one_sided)
+        # ∂P/∂g = s_i · g_i with p̄ = 1 and no norm gradient: what the tangent pass starts from.
+        tangent = ops.norm_penalty_backward(grad, norms, norms.new_ones(()), None, chunk_weight,
+                                            center, one_sided)
         self._mark(PASSES[2])
         self.rule.tangent(saved, tangent, ctx)
         self._mark(PASSES[3])

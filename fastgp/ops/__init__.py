@@ -1,21 +1,19 @@
-"""fastgp ops: ``torch.library`` custom ops with fake kernels and autograd formulas.
+"""fastgp ops: ``torch.library`` ops with fake kernels and autograd formulas.
 
 Each op has three implementations — Triton kernels, the native extension ``fastgp._C`` and a
-PyTorch composite (the oracle and the fallback) — chosen per call by ``backend=`` or globally
-by :func:`set_backend` (see :mod:`fastgp.ops.backend`). The functions here are the checked,
-documented entry points; the raw ops are ``torch.ops.fastgp.*``.
+PyTorch composite (the oracle and the fallback) — each registered once
+(``torch.ops.fastgp_triton``, ``torch.ops.fastgp_native``, ``torch.ops.fastgp_torch``) and
+chosen in Python before the call, per call by ``backend=`` or globally by :func:`set_backend`
+(see :mod:`fastgp.ops.backend`). The functions here are the checked, documented entry points;
+the formulas are in :mod:`fastgp.ops.formulas`, the contract in ``fastgp/ops/README.md``.
 """
 
 from __future__ import annotations
 
 import torch
 
-# Importing the op modules registers the fastgp:: ops.
-from fastgp.ops import bias_act_op as bias_act_op
-from fastgp.ops import interpolate_op as interpolate_op
-from fastgp.ops import norm_penalty_op as norm_penalty_op
-from fastgp.ops._registry import op_for, public_backend
-from fastgp.ops.backend import BACKENDS, get_backend, resolve, set_backend
+from fastgp.ops.backend import BACKENDS, get_backend, kernels, resolve, set_backend
+from fastgp.ops.formulas import Kernels
 from fastgp.validation import (
     check_batched_float,
     check_eps,
@@ -25,8 +23,10 @@ from fastgp.validation import (
 )
 
 
-def _op(name: str, backend: str | None, device: torch.device):
-    return op_for(name, public_backend(resolve(backend, device), device))
+def kernels_for(backend: str | None, device: torch.device) -> Kernels:
+    """The ops of the implementation that ``backend`` (None: :func:`get_backend`) runs on
+    ``device``: the choice made once, in Python, before the calls."""
+    return kernels(resolve(backend, device))
 
 
 def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, *,
@@ -47,7 +47,7 @@ def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor, *,
     check_batched_float("fake", fake)
     check_same_layout("real", real, "fake", fake)
     check_eps(eps, real.shape[0], real.device)
-    return _op("interpolate", backend, real.device)(real, fake, eps)
+    return kernels_for(backend, real.device).interpolate(real, fake, eps)
 
 
 def norm_penalty(
@@ -65,7 +65,7 @@ def norm_penalty(
     """
     check_batched_float("grad", grad)
     weight, center, one_sided = penalty_scalars(weight, center, one_sided)
-    return _op("norm_penalty", backend, grad.device)(grad, weight, center, one_sided)
+    return kernels_for(backend, grad.device).norm_penalty(grad, weight, center, one_sided)
 
 
 def bias_leaky_relu(
@@ -88,8 +88,8 @@ def bias_leaky_relu(
         if bias.device != x.device:
             raise ValueError(f"bias must be on {x.device}, got {bias.device}")
     negative_slope = real_number("negative_slope", negative_slope)
-    return _op("bias_leaky_relu", backend, x.device)(x, bias, negative_slope, channel_dim)
+    return kernels_for(backend, x.device).bias_leaky_relu(x, bias, negative_slope, channel_dim)
 
 
-__all__ = ["BACKENDS", "bias_leaky_relu", "get_backend", "interpolate", "norm_penalty",
-           "set_backend"]
+__all__ = ["BACKENDS", "Kernels", "bias_leaky_relu", "get_backend", "interpolate", "kernels_for",
+           "norm_penalty", "set_backend"]

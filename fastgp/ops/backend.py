@@ -9,6 +9,9 @@
   ``fastgp info`` says why a backend is not usable.
 
 A public function's ``backend=`` argument wins over the global setting of :func:`set_backend`.
+The choice is made here, in Python, before any op runs: :func:`resolve` names the backend for a
+device and :func:`kernels` gives that implementation's ops (each registered once, see
+``fastgp/ops/README.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import warnings
 
 import torch
 
-from fastgp.ops import native
+from fastgp.ops import composite, native
+from fastgp.ops.formulas import Kernels
 
 BACKENDS = ("auto", "triton", "native", "torch")
 _global_backend = "auto"
@@ -159,6 +163,23 @@ def resolve(backend: str | None, device: torch.device) -> str:
     if reason is not None:
         raise RuntimeError(f"backend {backend!r} is not usable here: {reason}")
     return backend
+
+
+def kernels(resolved: str) -> Kernels:
+    """The ops of the concrete backend ``resolved`` (``triton``, ``native`` or ``torch``, as
+    :func:`resolve` returns it). The Triton implementation is imported on first use: importing
+    triton costs time that users of the other backends should not pay."""
+    if resolved == "torch":
+        return composite.KERNELS
+    if resolved == "native":
+        if native.KERNELS is None:
+            raise RuntimeError(f"backend 'native' is not usable here: {native.load_error()}")
+        return native.KERNELS
+    if resolved == "triton":
+        from fastgp.ops.triton import ops as triton_ops
+
+        return triton_ops.KERNELS
+    raise ValueError(f"not a concrete backend: {resolved!r} (expected triton, native or torch)")
 
 
 def environment_report() -> dict:

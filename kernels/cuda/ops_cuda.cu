@@ -1,5 +1,6 @@
 // CUDA kernels of the fastgp ops: the same formulas as the CPU kernels, through the shared
-// per-element header (include/fastgp/elementwise.h), which the CPU tests exercise.
+// per-element header (include/fastgp/elementwise.h), which the CPU tests exercise, and the same
+// host-side setup (include/fastgp/arguments.h: checks, layout, outputs).
 //
 // Elementwise kernels use grid-stride loops over the sample-major flat layout and write outputs
 // in it (the rule of include/fastgp/host.h, which the fake kernels share). The norm is a split
@@ -10,7 +11,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -22,8 +22,8 @@
 #include <optional>
 #include <tuple>
 
+#include "fastgp/arguments.h"
 #include "fastgp/elementwise.h"
-#include "fastgp/host.h"
 
 namespace fastgp {
 namespace {
@@ -80,8 +80,8 @@ __global__ void interpolate_backward_kernel(const scalar_t* grad, const scalar_t
   FASTGP_GRID_STRIDE(i, n) {
     const acc_t weight = static_cast<acc_t>(eps[i / sample_size]);
     const acc_t value = static_cast<acc_t>(grad[i]);
-    grad_real[i] = static_cast<scalar_t>(weight * value);
-    grad_fake[i] = static_cast<scalar_t>((acc_t(1) - weight) * value);
+    grad_real[i] = static_cast<scalar_t>(interpolate_grad_real<acc_t>(weight, value));
+    grad_fake[i] = static_cast<scalar_t>(interpolate_grad_fake<acc_t>(weight, value));
   }
 }
 
@@ -129,7 +129,7 @@ __global__ void norm_penalty_backward_kernel(const scalar_t* grad, const acc_t* 
     const int64_t sample = i / sample_size;
     const acc_t scale = penalty_scale<acc_t>(norms[sample], center, one_sided, weight, batch,
                                              upstream, grad_norms ? grad_norms[sample] : acc_t(0));
-    out[i] = static_cast<scalar_t>(scale * static_cast<acc_t>(grad[i]));
+    out[i] = static_cast<scalar_t>(penalty_grad<acc_t>(scale, static_cast<acc_t>(grad[i])));
   }
 }
 
@@ -141,7 +141,7 @@ __global__ void bias_leaky_relu_kernel(const scalar_t* x, const scalar_t* bias, 
     const acc_t shift = bias ? static_cast<acc_t>(bias[(i / inner) % channels]) : acc_t(0);
     const acc_t y = static_cast<acc_t>(x[i]) + shift;
     out[i] = static_cast<scalar_t>(leaky_relu<acc_t>(y, negative_slope));
-    mask[i] = y > acc_t(0);
+    mask[i] = leaky_relu_mask<acc_t>(y);
   }
 }
 
@@ -154,156 +154,113 @@ __global__ void leaky_relu_mask_backward_kernel(const scalar_t* grad, const bool
   }
 }
 
-at::Tensor interpolate_cuda(const at::Tensor& real_in, const at::Tensor& fake_in,
-                            const at::Tensor& eps_in) {
-  check_batch(real_in, "real");
-  check_same_device("interpolate", real_in, "real", fake_in, "fake");
-  check_same_device("interpolate", real_in, "real", eps_in, "eps");
-  const c10::cuda::CUDAGuard guard(real_in.device());
-  at::Tensor real = real_in, fake = fake_in;
-  match_layout(real, fake, "real", "fake");
-  at::Tensor eps = eps_in.to(real.scalar_type()).contiguous();
-  at::Tensor out = output_like(real);
-  const int64_t n = real.numel(), sample_size = n / real.size(0);
+at::Tensor interpolate_cuda(const at::Tensor& real, const at::Tensor& fake, const at::Tensor& eps) {
+  const InterpolateArgs a = prepare_interpolate(real, fake, eps);
+  const c10::cuda::CUDAGuard guard(a.real.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, real.scalar_type(), "interpolate", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.real.scalar_type(), "interpolate", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    interpolate_kernel<scalar_t, acc_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(
-        real.const_data_ptr<scalar_t>(), fake.const_data_ptr<scalar_t>(),
-        eps.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n, sample_size);
+    interpolate_kernel<scalar_t, acc_t><<<elementwise_blocks(a.n), kThreads, 0, stream>>>(
+        a.real.const_data_ptr<scalar_t>(), a.fake.const_data_ptr<scalar_t>(),
+        a.eps.const_data_ptr<scalar_t>(), a.out.mutable_data_ptr<scalar_t>(), a.n, a.sample_size);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return a.out;
 }
 
-std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad_in,
-                                                             const at::Tensor& eps_in) {
-  check_batch(grad_in, "grad");
-  check_same_device("interpolate_backward", grad_in, "grad", eps_in, "eps");
-  const c10::cuda::CUDAGuard guard(grad_in.device());
-  at::Tensor grad = sample_major(grad_in);
-  at::Tensor eps = eps_in.to(grad.scalar_type()).contiguous();
-  at::Tensor grad_real = output_like(grad), grad_fake = output_like(grad);
-  const int64_t n = grad.numel(), sample_size = n / grad.size(0);
+std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad,
+                                                             const at::Tensor& eps) {
+  const InterpolateBackwardArgs a = prepare_interpolate_backward(grad, eps);
+  const c10::cuda::CUDAGuard guard(a.grad.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.grad.scalar_type(),
                                   "interpolate_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    interpolate_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(
-        grad.const_data_ptr<scalar_t>(), eps.const_data_ptr<scalar_t>(),
-        grad_real.mutable_data_ptr<scalar_t>(), grad_fake.mutable_data_ptr<scalar_t>(), n,
-        sample_size);
+    interpolate_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(a.n), kThreads, 0, stream>>>(
+        a.grad.const_data_ptr<scalar_t>(), a.eps.const_data_ptr<scalar_t>(),
+        a.grad_real.mutable_data_ptr<scalar_t>(), a.grad_fake.mutable_data_ptr<scalar_t>(), a.n,
+        a.sample_size);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {grad_real, grad_fake};
+  return {a.grad_real, a.grad_fake};
 }
 
-std::tuple<at::Tensor, at::Tensor> norm_penalty_cuda(const at::Tensor& grad_in, double weight,
+std::tuple<at::Tensor, at::Tensor> norm_penalty_cuda(const at::Tensor& grad, double weight,
                                                      double center, bool one_sided) {
-  check_batch(grad_in, "grad");
-  const c10::cuda::CUDAGuard guard(grad_in.device());
-  at::Tensor grad = sample_major(grad_in);
-  const int64_t batch = grad.size(0), sample_size = grad.numel() / batch;
-  const auto options = grad.options().dtype(accumulation_type(grad.scalar_type()));
-  const SplitPlan plan = split_plan(batch, sample_size, target_blocks());
+  const NormPenaltyArgs a = prepare_norm_penalty(grad);
+  const c10::cuda::CUDAGuard guard(a.grad.device());
+  const SplitPlan plan = split_plan(a.batch, a.sample_size, target_blocks());
   const int64_t splits = plan.splits, chunk = plan.chunk;
-  at::Tensor partial = at::empty({batch, splits}, options);
-  at::Tensor norms = at::empty({batch}, options), penalty = at::empty({}, options);
+  at::Tensor partial = at::empty({a.batch, splits}, a.norms.options());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "norm_penalty", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.grad.scalar_type(), "norm_penalty", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const dim3 grid(static_cast<unsigned>(batch), static_cast<unsigned>(splits));
+    const dim3 grid(static_cast<unsigned>(a.batch), static_cast<unsigned>(splits));
     sum_of_squares_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-        grad.const_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(), sample_size, chunk,
+        a.grad.const_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(), a.sample_size, chunk,
         splits);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     penalty_finalize_kernel<acc_t><<<1, kThreads, 0, stream>>>(
-        partial.const_data_ptr<acc_t>(), norms.mutable_data_ptr<acc_t>(),
-        penalty.mutable_data_ptr<acc_t>(), batch, splits, static_cast<acc_t>(weight),
+        partial.const_data_ptr<acc_t>(), a.norms.mutable_data_ptr<acc_t>(),
+        a.penalty.mutable_data_ptr<acc_t>(), a.batch, splits, static_cast<acc_t>(weight),
         static_cast<acc_t>(center), one_sided);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {penalty, norms};
+  return {a.penalty, a.norms};
 }
 
-at::Tensor norm_penalty_backward_cuda(const at::Tensor& grad_in, const at::Tensor& norms_in,
-                                      const std::optional<at::Tensor>& grad_penalty_in,
-                                      const std::optional<at::Tensor>& grad_norms_in,
+at::Tensor norm_penalty_backward_cuda(const at::Tensor& grad, const at::Tensor& norms,
+                                      const std::optional<at::Tensor>& grad_penalty,
+                                      const std::optional<at::Tensor>& grad_norms,
                                       double weight, double center, bool one_sided) {
-  check_batch(grad_in, "grad");
-  const char* op = "norm_penalty_backward";
-  check_same_device(op, grad_in, "grad", norms_in, "norms");
-  check_same_device(op, grad_in, "grad", grad_penalty_in.value_or(at::Tensor()), "grad_penalty");
-  check_same_device(op, grad_in, "grad", grad_norms_in.value_or(at::Tensor()), "grad_norms");
-  const c10::cuda::CUDAGuard guard(grad_in.device());
-  at::Tensor grad = sample_major(grad_in);
-  const int64_t batch = grad.size(0), n = grad.numel(), sample_size = n / batch;
-  const auto acc_type = accumulation_type(grad.scalar_type());
-  at::Tensor norms = norms_in.to(acc_type).contiguous();
-  at::Tensor grad_penalty = grad_penalty_in.has_value()
-                                ? grad_penalty_in->to(acc_type).contiguous()
-                                : at::zeros({}, grad.options().dtype(acc_type));
-  at::Tensor grad_norms;
-  if (grad_norms_in.has_value()) grad_norms = grad_norms_in->to(acc_type).contiguous();
-  at::Tensor out = output_like(grad);
+  const NormPenaltyBackwardArgs a = prepare_norm_penalty_backward(grad, norms, grad_penalty, grad_norms);
+  const c10::cuda::CUDAGuard guard(a.grad.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.grad.scalar_type(),
                                   "norm_penalty_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    norm_penalty_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(
-        grad.const_data_ptr<scalar_t>(), norms.const_data_ptr<acc_t>(),
-        grad_penalty.const_data_ptr<acc_t>(),
-        grad_norms.defined() ? grad_norms.const_data_ptr<acc_t>() : nullptr,
-        out.mutable_data_ptr<scalar_t>(), n, sample_size, batch, static_cast<acc_t>(weight),
-        static_cast<acc_t>(center), one_sided);
+    norm_penalty_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(a.n), kThreads, 0, stream>>>(
+        a.grad.const_data_ptr<scalar_t>(), a.norms.const_data_ptr<acc_t>(),
+        a.grad_penalty.const_data_ptr<acc_t>(),
+        a.grad_norms.defined() ? a.grad_norms.const_data_ptr<acc_t>() : nullptr,
+        a.out.mutable_data_ptr<scalar_t>(), a.n, a.sample_size, a.batch,
+        static_cast<acc_t>(weight), static_cast<acc_t>(center), one_sided);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return a.out;
 }
 
-std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cuda(const at::Tensor& x_in,
-                                                        const std::optional<at::Tensor>& bias_in,
+std::tuple<at::Tensor, at::Tensor> bias_leaky_relu_cuda(const at::Tensor& x,
+                                                        const std::optional<at::Tensor>& bias,
                                                         double negative_slope, int64_t channel_dim) {
-  check_batch(x_in, "x");
-  check_same_device("bias_leaky_relu", x_in, "x", bias_in.value_or(at::Tensor()), "bias");
-  const c10::cuda::CUDAGuard guard(x_in.device());
-  at::Tensor x = sample_major(x_in);
-  at::Tensor out = output_like(x);
-  at::Tensor mask = output_like(x, at::kBool);
-  const int64_t n = x.numel(), channels = x.size(channel_dim), inner = x.stride(channel_dim);
+  const BiasLeakyReluArgs a = prepare_bias_leaky_relu(x, bias, channel_dim);
+  const c10::cuda::CUDAGuard guard(a.x.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "bias_leaky_relu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    at::Tensor bias;
-    if (bias_in.has_value()) bias = bias_in->to(x.scalar_type()).contiguous();
-    bias_leaky_relu_kernel<scalar_t, acc_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-        out.mutable_data_ptr<scalar_t>(), mask.mutable_data_ptr<bool>(), n, inner, channels,
-        static_cast<acc_t>(negative_slope));
+    bias_leaky_relu_kernel<scalar_t, acc_t><<<elementwise_blocks(a.n), kThreads, 0, stream>>>(
+        a.x.const_data_ptr<scalar_t>(), a.bias.defined() ? a.bias.const_data_ptr<scalar_t>() : nullptr,
+        a.out.mutable_data_ptr<scalar_t>(), a.mask.mutable_data_ptr<bool>(), a.n, a.inner,
+        a.channels, static_cast<acc_t>(negative_slope));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {out, mask};
+  return {a.out, a.mask};
 }
 
-at::Tensor leaky_relu_mask_backward_cuda(const at::Tensor& grad_in, const at::Tensor& mask_in,
+at::Tensor leaky_relu_mask_backward_cuda(const at::Tensor& grad, const at::Tensor& mask,
                                          double negative_slope) {
-  check_batch(grad_in, "grad");
-  check_same_device("leaky_relu_mask_backward", grad_in, "grad", mask_in, "mask");
-  const c10::cuda::CUDAGuard guard(grad_in.device());
-  at::Tensor grad = grad_in, mask = mask_in;
-  match_layout(grad, mask, "grad", "mask");
-  at::Tensor out = output_like(grad);
-  const int64_t n = grad.numel();
+  const MaskBackwardArgs a = prepare_mask_backward(grad, mask);
+  const c10::cuda::CUDAGuard guard(a.grad.device());
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.grad.scalar_type(),
                                   "leaky_relu_mask_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    leaky_relu_mask_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(
-        grad.const_data_ptr<scalar_t>(), mask.const_data_ptr<bool>(),
-        out.mutable_data_ptr<scalar_t>(), n, static_cast<acc_t>(negative_slope));
+    leaky_relu_mask_backward_kernel<scalar_t, acc_t><<<elementwise_blocks(a.n), kThreads, 0, stream>>>(
+        a.grad.const_data_ptr<scalar_t>(), a.mask.const_data_ptr<bool>(),
+        a.out.mutable_data_ptr<scalar_t>(), a.n, static_cast<acc_t>(negative_slope));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  return a.out;
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 """Host-side launchers of the Triton kernels: layout, output allocation, grid choice, device.
 
-Every launcher takes ``wrap``: False launches the kernel directly (eager, and inside the
-``custom_op`` wrappers that ``torch.compile`` treats as opaque — the path that runs under
-``TRITON_INTERPRET=1``); True launches it through ``torch.library.wrap_triton`` so that a
-``triton_op`` exposes the kernel to ``torch.compile`` on CUDA.
+Each launcher is the body of one ``torch.library.triton_op`` (:mod:`fastgp.ops.triton.ops`), so
+its annotations are the op's schema. Kernels launch through ``torch.library.wrap_triton``: eager
+calls launch them directly, and on CUDA ``torch.compile`` sees each launch as a node it can
+optimize. The CPU interpreter (``TRITON_INTERPRET=1``) cannot run on fake tensors, so there a
+launch on fake tensors (the fake kernel's run) only allocates the outputs (:func:`_run`).
 
 Inputs and outputs follow the layout rule of :mod:`fastgp.ops._layout` (the fake kernels use
 the same functions). Every launch runs with its tensors' device current (:func:`device_guard`):
@@ -11,8 +12,7 @@ Triton launches on the current CUDA device and its stream, so without the guard 
 tensors live on ``cuda:1`` while ``cuda:0`` is current would launch on GPU 0.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: triton_op reads these hints to build the schema.
 import contextlib
 import functools
 
@@ -20,8 +20,10 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
-from fastgp.ops._checks import accumulation_dtype
+from fastgp.ops._checks import accumulation_dtype, check_same_device
 from fastgp.ops._layout import matching_pair, output_like, sample_major
 from fastgp.ops.triton import kernels
 
@@ -33,6 +35,9 @@ PROGRAMS_PER_SM = 4
 # the interpreter plans the same multi-split grids as a GPU and the tests cover them.
 FALLBACK_SM_COUNT = 132
 MAX_SPLITS = 256
+#: Whether the kernels run in Triton's CPU interpreter: under ``TRITON_INTERPRET=1`` (read when
+#: triton decorated them) ``@triton.jit`` gives an interpreted function instead of a JITFunction.
+INTERPRETED = not isinstance(kernels.interpolate_kernel, triton.runtime.JITFunction)
 
 
 def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
@@ -55,22 +60,32 @@ def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _launch(kernel, wrap: bool):
-    return torch.library.wrap_triton(kernel) if wrap else kernel
+def _launch(kernel):
+    """``kernel`` as launched: through ``wrap_triton``, which a ``triton_op``'s trace records."""
+    return torch.library.wrap_triton(kernel)
 
 
-def _run(kernel, grid: tuple[int, ...], device: torch.device, wrap: bool, *args,
-         **constexprs) -> None:
-    """Launch ``kernel`` on ``grid`` with ``device`` current (module docstring)."""
+def _run(kernel, grid: tuple[int, ...], device: torch.device, *args, **constexprs) -> None:
+    """Launch ``kernel`` on ``grid`` with ``device`` current (module docstring).
+
+    On fake tensors under the interpreter nothing is launched: the caller's outputs, allocated
+    with their shapes and strides, are the fake kernel's answer (on CUDA, ``wrap_triton`` does
+    the same). Tracing such a call into a graph would record the allocations without the kernel,
+    so that is refused: :mod:`fastgp.ops.triton.ops` keeps the op opaque under the interpreter.
+    """
+    if INTERPRETED and any(is_fake(a) for a in args if isinstance(a, torch.Tensor)):
+        if get_proxy_mode() is not None:
+            raise RuntimeError("fastgp: Triton kernels under TRITON_INTERPRET=1 cannot be traced "
+                               "into a graph; call the fastgp_triton op instead of its launcher")
+        return
     with device_guard(device):
-        _launch(kernel, wrap)[grid](*args, **constexprs)
+        _launch(kernel)[grid](*args, **constexprs)
 
 
-def _launch_elementwise(kernel, wrap: bool, device: torch.device, n: int, *args,
-                        **constexprs) -> None:
+def _launch_elementwise(kernel, device: torch.device, n: int, *args, **constexprs) -> None:
     """One program per ``ELEMENTWISE_BLOCK`` of the ``n`` elements; nothing to do when ``n = 0``."""
     if n:
-        _run(kernel, (triton.cdiv(n, ELEMENTWISE_BLOCK),), device, wrap, *args, **constexprs,
+        _run(kernel, (triton.cdiv(n, ELEMENTWISE_BLOCK),), device, *args, **constexprs,
              BLOCK=ELEMENTWISE_BLOCK)
 
 
@@ -84,21 +99,23 @@ def split_float(value: float) -> tuple[float, float]:
     return hi, float(np.float32(value - hi))
 
 
-def interpolate(real, fake, eps, wrap: bool = False) -> torch.Tensor:
+def interpolate(real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    check_same_device("interpolate", real=real, fake=fake, eps=eps)
     real, fake = matching_pair(real, fake, ("real", "fake"))
     out = output_like(real)
     n = real.numel()
-    _launch_elementwise(kernels.interpolate_kernel, wrap, real.device, n, real, fake,
+    _launch_elementwise(kernels.interpolate_kernel, real.device, n, real, fake,
                         eps.to(real.dtype).contiguous(), out, n, n // real.shape[0],
                         ACC=_acc(real.dtype))
     return out
 
 
-def interpolate_backward(grad, eps, wrap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def interpolate_backward(grad: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    check_same_device("interpolate_backward", grad=grad, eps=eps)
     grad = sample_major(grad)
     grad_real, grad_fake = output_like(grad), output_like(grad)
     n = grad.numel()
-    _launch_elementwise(kernels.interpolate_backward_kernel, wrap, grad.device, n, grad,
+    _launch_elementwise(kernels.interpolate_backward_kernel, grad.device, n, grad,
                         eps.to(grad.dtype).contiguous(), grad_real, grad_fake, n,
                         n // grad.shape[0], ACC=_acc(grad.dtype))
     return grad_real, grad_fake
@@ -126,7 +143,8 @@ def reduction_plan(n_samples: int, sample_size: int,
     return block_b, block_m, chunk, n_splits
 
 
-def norm_penalty(grad, weight: float, center: float, one_sided: bool, wrap: bool = False):
+def norm_penalty(grad: torch.Tensor, weight: float, center: float,
+                 one_sided: bool) -> tuple[torch.Tensor, torch.Tensor]:
     grad = sample_major(grad)
     acc = accumulation_dtype(grad.dtype)
     n_samples = grad.shape[0]
@@ -138,18 +156,22 @@ def norm_penalty(grad, weight: float, center: float, one_sided: bool, wrap: bool
     penalty = torch.empty((), device=grad.device, dtype=acc)
     grid = (triton.cdiv(n_samples, block_b), n_splits)
     block_s = triton.next_power_of_2(n_splits)
-    _run(kernels.sum_of_squares_kernel, grid, grad.device, wrap,
+    _run(kernels.sum_of_squares_kernel, grid, grad.device,
          grad, partial, n_samples, sample_size, chunk, n_splits,
          ACC=_acc(grad.dtype), BLOCK_B=block_b, BLOCK_M=block_m)
-    _run(kernels.penalty_finalize_kernel, (1,), grad.device, wrap,
+    _run(kernels.penalty_finalize_kernel, (1,), grad.device,
          partial, norms, penalty, n_samples, n_splits, *split_float(weight), *split_float(center),
          ONE_SIDED=one_sided, ACC=_acc(grad.dtype), BLOCK_B=max(1, 4096 // block_s),
          BLOCK_S=block_s)
     return penalty, norms
 
 
-def norm_penalty_backward(grad, norms, grad_penalty, grad_norms, weight: float, center: float,
-                          one_sided: bool, wrap: bool = False) -> torch.Tensor:
+def norm_penalty_backward(
+    grad: torch.Tensor, norms: torch.Tensor, grad_penalty: torch.Tensor | None,
+    grad_norms: torch.Tensor | None, weight: float, center: float, one_sided: bool,
+) -> torch.Tensor:
+    check_same_device("norm_penalty_backward", grad=grad, norms=norms,
+                      grad_penalty=grad_penalty, grad_norms=grad_norms)
     grad = sample_major(grad)
     out = output_like(grad)
     n = grad.numel()
@@ -160,31 +182,35 @@ def norm_penalty_backward(grad, norms, grad_penalty, grad_norms, weight: float, 
     norms = norms.contiguous()
     grad_norms = grad_norms.contiguous() if grad_norms is not None else None
     _launch_elementwise(
-        kernels.norm_penalty_backward_kernel, wrap, grad.device, n, grad, norms,
+        kernels.norm_penalty_backward_kernel, grad.device, n, grad, norms,
         grad_norms if grad_norms is not None else norms, grad_penalty, out, n,
         n // grad.shape[0], grad.shape[0], *split_float(weight), *split_float(center),
         ONE_SIDED=one_sided, HAS_GRAD_NORMS=grad_norms is not None, ACC=_acc(grad.dtype))
     return out
 
 
-def bias_leaky_relu(x, bias, negative_slope: float, channel_dim: int, wrap: bool = False):
+def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float,
+                    channel_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    check_same_device("bias_leaky_relu", x=x, bias=bias)
     x = sample_major(x)
     out, mask = output_like(x), output_like(x, torch.bool)
     n = x.numel()
     has_bias = bias is not None
     _launch_elementwise(
-        kernels.bias_leaky_relu_kernel, wrap, x.device, n, x,
+        kernels.bias_leaky_relu_kernel, x.device, n, x,
         bias.contiguous() if has_bias else x, out, mask.view(torch.uint8), n,
         x.stride(channel_dim), x.shape[channel_dim], *split_float(negative_slope),
         HAS_BIAS=has_bias, ACC=_acc(x.dtype))
     return out, mask
 
 
-def leaky_relu_mask_backward(grad, mask, negative_slope: float, wrap: bool = False):
+def leaky_relu_mask_backward(grad: torch.Tensor, mask: torch.Tensor,
+                             negative_slope: float) -> torch.Tensor:
+    check_same_device("leaky_relu_mask_backward", grad=grad, mask=mask)
     grad, mask = matching_pair(grad, mask, ("grad", "mask"))
     out = output_like(grad)
     n = grad.numel()
-    _launch_elementwise(kernels.leaky_relu_mask_backward_kernel, wrap, grad.device, n, grad,
+    _launch_elementwise(kernels.leaky_relu_mask_backward_kernel, grad.device, n, grad,
                         mask.view(torch.uint8), out, n, *split_float(negative_slope),
                         ACC=_acc(grad.dtype))
     return out

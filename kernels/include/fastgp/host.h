@@ -63,10 +63,10 @@ inline void check_batch(const at::Tensor& t, const char* name) {
 
 // Tensor argument t on ref's device (an undefined t, an absent optional, passes): the kernels
 // dereference raw pointers, so a tensor on another GPU or on the host would be read as garbage
-// or fault.
+// or fault. A ValueError in Python, like the check of fastgp/ops/_checks.py.
 inline void check_same_device(const char* op, const at::Tensor& ref, const char* ref_name,
                               const at::Tensor& t, const char* name) {
-  TORCH_CHECK(!t.defined() || t.device() == ref.device(), op,
+  TORCH_CHECK_VALUE(!t.defined() || t.device() == ref.device(), op,
               ": every tensor argument must be on the same device, got ", ref_name, " on ",
               ref.device(), " and ", name, " on ", t.device());
 }

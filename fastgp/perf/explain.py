@@ -19,6 +19,9 @@ from torch import nn
 
 from fastgp.engine.graph import LayerNode, Node
 from fastgp.engine.trace import read_as_far_as_possible
+from fastgp.models import paper_adam
+from fastgp.perf.counting import count
+from fastgp.perf.profile import critic_step
 
 
 @dataclass
@@ -87,10 +90,6 @@ def explain(critic: nn.Module, example: torch.Tensor | None = None) -> Explanati
 
 def _flop_ratios(critic: nn.Module, example: torch.Tensor,
                  explicit: bool) -> tuple[float, float | None]:
-    from fastgp.models import paper_adam
-    from fastgp.perf.counting import count  # the measurement tools load only when asked for
-    from fastgp.perf.profile import critic_step
-
     torch.manual_seed(0)
     fake = torch.randn_like(example)
 
