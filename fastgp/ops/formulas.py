@@ -319,16 +319,18 @@ FORMULAS: dict[str, OpFormulas] = {
 assert tuple(FORMULAS) == Kernels._fields, "every op has formulas, in the order of Kernels"
 
 
-def register(namespace: str, *, fake: bool = True) -> Kernels:
+def register(namespace: str) -> Kernels:
     """Give the ops ``namespace::<name>`` (already defined: by ``custom_op``, ``triton_op`` or
-    C++) their fake kernels (unless ``fake`` is False: a ``triton_op`` traces its own) and
-    autograd formulas, and return their :class:`Kernels`."""
+    C++) their fake kernels and autograd formulas, and return their :class:`Kernels`.
+
+    A ``triton_op`` comes with a fake kernel of its own (its launcher run on fake tensors); the
+    shared one replaces it, so that every implementation has the same fake and tracing never
+    evaluates a launch plan on symbolic sizes (minutes of guards under dynamic shapes)."""
     ops = getattr(torch.ops, namespace)
     kernels = Kernels(*(getattr(ops, name) for name in Kernels._fields))
     for name, formulas in FORMULAS.items():
         qualified = f"{namespace}::{name}"
-        if fake:
-            torch.library.register_fake(qualified, formulas.fake)
+        torch.library.register_fake(qualified, formulas.fake)
         if formulas.grads is not None:
             torch.library.register_autograd(
                 qualified, _bound(formulas.grads, kernels), setup_context=formulas.save)

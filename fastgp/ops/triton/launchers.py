@@ -3,8 +3,8 @@
 Each launcher is the body of one ``torch.library.triton_op`` (:mod:`fastgp.ops.triton.ops`), so
 its annotations are the op's schema. Kernels launch through ``torch.library.wrap_triton``: eager
 calls launch them directly, and on CUDA ``torch.compile`` sees each launch as a node it can
-optimize. The CPU interpreter (``TRITON_INTERPRET=1``) cannot run on fake tensors, so there a
-launch on fake tensors (the fake kernel's run) only allocates the outputs (:func:`_run`).
+optimize. The CPU interpreter (``TRITON_INTERPRET=1``) cannot run on fake tensors: there the
+ops stay opaque to tracing (:mod:`fastgp.ops.triton.ops`) and :func:`_run` refuses fake tensors.
 
 Inputs and outputs follow the layout rule of :mod:`fastgp.ops._layout` (the fake kernels use
 the same functions). Every launch runs with its tensors' device current (:func:`device_guard`):
@@ -21,7 +21,6 @@ import torch
 import triton
 import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
-from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 from fastgp.ops._checks import accumulation_dtype, check_same_device
 from fastgp.ops._layout import matching_pair, output_like, sample_major
@@ -68,16 +67,12 @@ def _launch(kernel):
 def _run(kernel, grid: tuple[int, ...], device: torch.device, *args, **constexprs) -> None:
     """Launch ``kernel`` on ``grid`` with ``device`` current (module docstring).
 
-    On fake tensors under the interpreter nothing is launched: the caller's outputs, allocated
-    with their shapes and strides, are the fake kernel's answer (on CUDA, ``wrap_triton`` does
-    the same). Tracing such a call into a graph would record the allocations without the kernel,
-    so that is refused: :mod:`fastgp.ops.triton.ops` keeps the op opaque under the interpreter.
+    Under the interpreter a launch on fake tensors would dereference their (absent) storage: it
+    is refused with the reason instead (the ops' fake kernels never launch anything).
     """
     if INTERPRETED and any(is_fake(a) for a in args if isinstance(a, torch.Tensor)):
-        if get_proxy_mode() is not None:
-            raise RuntimeError("fastgp: Triton kernels under TRITON_INTERPRET=1 cannot be traced "
-                               "into a graph; call the fastgp_triton op instead of its launcher")
-        return
+        raise RuntimeError("fastgp: Triton kernels under TRITON_INTERPRET=1 cannot run on fake "
+                           "tensors; trace the fastgp_triton op, not its launcher")
     with device_guard(device):
         _launch(kernel)[grid](*args, **constexprs)
 

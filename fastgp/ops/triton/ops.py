@@ -4,12 +4,13 @@ of :mod:`fastgp.ops.formulas`.
 
 On CUDA, ``torch.compile`` traces into a ``triton_op`` and sees the kernels launched through
 ``wrap_triton`` (flash-attention's pattern); eager calls launch them directly. The fake kernel is
-the launcher itself run on fake tensors (it allocates the outputs; nothing launches).
+the shared one of :mod:`fastgp.ops.formulas`, as for the other implementations.
 
 Under ``TRITON_INTERPRET=1`` (the CPU tests) the kernels cannot run on the fake tensors that
 tracing uses, so there the ops are kept opaque to ``torch.compile``: the functionalization step
 records the op call instead of tracing into it (torch's own non-decomposing path, the one
-``torch.export`` takes), and the kernels run when the compiled graph calls the op.
+``torch.export`` takes), the fake kernel gives the outputs' metadata, and the kernels run when
+the compiled graph calls the op.
 """
 
 from __future__ import annotations
@@ -33,4 +34,4 @@ for _name in formulas.Kernels._fields:
     if launchers.INTERPRETED:
         _op.register_torch_dispatch(FunctionalTensorMode, _record_without_tracing_into)
 
-KERNELS = formulas.register(NAMESPACE, fake=False)
+KERNELS = formulas.register(NAMESPACE)
