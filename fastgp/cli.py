@@ -30,6 +30,7 @@ from fastgp.cli_errors import (
     require_seed,
 )
 from fastgp.devices import check_device
+from fastgp.train.checkpoint import sample
 from fastgp.train.config import (
     LOSSES,
     TrainConfig,
@@ -37,7 +38,7 @@ from fastgp.train.config import (
 from fastgp.train.distributed import ProcessGroup
 from fastgp.train.plots import save_image_grid
 from fastgp.train.run_contents import check_destination
-from fastgp.train.trainer import Trainer, sample
+from fastgp.train.trainer import Trainer
 from fastgp.validation import integer, real_number
 
 _CONFIG_FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}

@@ -486,8 +486,9 @@ def test_the_trainers_image_critic_step_and_optimizer_match_autograd(shape, arch
     """End to end on the trainer's own pieces for image data: its critic, its fused Adam and its
     engine critic step give the update of its autograd critic step (fp64)."""
     from fastgp.train import TrainConfig
+    from fastgp.train.networks import build_models
     from fastgp.train.objectives import Objectives
-    from fastgp.train.trainer import _optimizer, build_models
+    from fastgp.train.trainer import _optimizer
 
     updates = {}
     for path in ("engine", "tier1"):

@@ -5,6 +5,9 @@ samples, fresh noise and fresh ε. The options and their per-loss defaults are d
 :mod:`fastgp.train.config`. The critic step runs on :class:`fastgp.FusedCritic` when the loss,
 penalty and critic allow it (``critic_step="auto"``), through autograd otherwise. Samples and
 metrics come from an exponential moving average of the generator's weights when ``ema > 0``.
+
+This module is the loop; checkpoints (writing, resuming, loading a finished run) are
+:mod:`fastgp.train.checkpoint`'s, and the evaluations :mod:`fastgp.train.evaluation`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import contextlib
 import dataclasses
 import math
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -21,54 +23,33 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from fastgp.devices import host_to_device, make_deterministic
 from fastgp.losses import clip_weights_
-from fastgp.models import image_models, mlp, paper_adam
-from fastgp.train import run_contents, run_folder
+from fastgp.models import paper_adam
+from fastgp.train import checkpoint, evaluation, run_contents, run_folder
 from fastgp.train.averaging import generator_average
 from fastgp.train.config import TrainConfig
 from fastgp.train.data import SwissRoll, ToyDataset
 from fastgp.train.distributed import ProcessGroup
 from fastgp.train.image_data import ImageDataset, ImageFolder, load_dataset
-from fastgp.train.image_metrics import digits_classifier, digits_quality
-from fastgp.train.initialization import initialize_
 from fastgp.train.loader import StreamedBatches
-from fastgp.train.metrics import earth_movers_distance, mode_coverage
+from fastgp.train.networks import build_models
 from fastgp.train.objectives import Objectives, at_least_fp32, interpolate_gradient_norms
-from fastgp.train.plots import plot_toy_samples, plot_training_curves, save_image_grid
+from fastgp.train.plots import plot_training_curves
 from fastgp.train.report import write_report
 from fastgp.train.run_lock import RunLock
 from fastgp.train.tensorboard import TensorBoardLog
 
-CHECKPOINT_FORMAT = 2
-# Options that change neither the models nor the random streams: a resumed run may set them anew.
-# (With the linear schedule a new ``steps`` changes the learning rates from the resumed step on.)
-RESUMABLE_CHANGES = ("steps", "log_every", "eval_every", "keep_checkpoints", "data_workers")
-# What every checkpoint of this format holds (a resumed run reads them all).
-RESUME_KEYS = ("step", "seconds", "config", "generator", "critic", "generator_optimizer",
-               "critic_optimizer", "rng")
 EVALUATIONS_CSV = run_folder.EVALUATIONS_CSV
 RANK_SEED_STRIDE = 7919  # process r draws its noise and data from seed + 7919·r
 SCALED_COLUMNS = ("critic_loss", "penalty", "grad_norm_mean", "grad_norm_std", "grad_norm_max")
-PENALTY_SHARE_REPEATS = 5
 
 LOG_COLUMNS = [
     "step", "critic_loss", "generator_loss", "w_estimate", "penalty",
     "grad_norm_mean", "grad_norm_std", "grad_norm_max", "lr", "seconds_per_step", "seconds",
 ]
-# Columns of evaluations.csv by what the data allow to measure.
-EVALUATION_COLUMNS = {
-    "toy": ["step", "modes_covered", "num_modes", "high_quality_share", "emd", "emd_floor",
-            "penalty_share", "seconds"],
-    "vector": ["step", "emd", "emd_floor", "penalty_share", "seconds"],
-    "digits": ["step", "classes_present", "min_class_share", "max_class_share",
-               "frechet_distance", "frechet_floor", "penalty_share", "seconds"],
-    "image": ["step", "penalty_share", "seconds"],
-}
-GRID_IMAGES = 64  # generated images shown per evaluation grid
 
 
 def data_kind(data) -> str:
@@ -76,18 +57,6 @@ def data_kind(data) -> str:
     if isinstance(data, ToyDataset | SwissRoll):
         return "toy"
     return "image" if isinstance(data, ImageDataset | ImageFolder) else "vector"
-
-
-def build_models(config: TrainConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """``(generator, critic)`` of a resolved config for samples of ``sample_shape``."""
-    if config.architecture == "mlp":
-        (dim,) = sample_shape
-        generator = mlp(config.noise_dim, dim, config.hidden, config.depth)
-        critic = mlp(dim, 1, config.hidden, config.depth)
-    else:
-        generator, critic = image_models(sample_shape, config.noise_dim, config.architecture,
-                                         config.width)
-    return initialize_(generator, config.init), initialize_(critic, config.init)
 
 
 def _optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -161,17 +130,8 @@ class Trainer:
         # Draws of diagnostics (gradient norms, timing probes) come from their own stream so that
         # logging and evaluation never change the training run.
         self.probe_stream = torch.Generator(self.device).manual_seed(config.seed + 3)
-        # One fixed noise batch and two fixed real batches for every evaluation, so that
-        # evaluations differ only by the model; the second real batch gives the EMD floor.
-        evaluation_stream = torch.Generator().manual_seed(config.seed + 2)
-        self.eval_noise = torch.randn(config.eval_samples, config.noise_dim, generator=evaluation_stream)
-        if self.kind != "image":  # images are measured against the classifier's own real halves
-            self.eval_real = self.data.sample(config.eval_samples, evaluation_stream)
-            self.eval_real_other = self.data.sample(config.eval_samples, evaluation_stream)
-        self._emd_floor: float | None = None
-        self.evaluation_columns = EVALUATION_COLUMNS[
-            "digits" if config.dataset == "digits" else self.kind]
-        self._classifier = None  # the digits classifier, loaded at the first evaluation
+        self.eval_batches = evaluation.fixed_batches(self.data, self.kind, config)
+        self.evaluation_columns = evaluation.evaluation_columns(config, self.kind)
         self.step = 0
         self.seconds_before = 0.0  # training time of the run before a resume
         self._start: float | None = None  # perf_counter origin of the training-time axis
@@ -185,7 +145,12 @@ class Trainer:
         self._claim_folder(resume, overwrite)
         if resume:
             try:
-                self._restore(run_folder.load_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE))
+                state = checkpoint.load_resumable(self.out_dir, config, self.group.world_size)
+                self.step, self.seconds_before = checkpoint.restore(
+                    state, rank=self.group.rank, generator=self.generator, critic=self.critic,
+                    generator_optimizer=self.generator_optimizer,
+                    critic_optimizer=self.critic_optimizer, average=self.average,
+                    scalers=self._scalers(), data_stream=self.data_stream, device=self.device)
             except BaseException:
                 self.release_folder()
                 raise
@@ -442,58 +407,29 @@ class Trainer:
         if bad:
             raise FloatingPointError(f"training diverged at step {self.step}: {bad} not finite")
 
-    def penalty_share(self) -> float:
-        """Share of a critic step's time spent on the penalty: ``1 − t(no penalty) / t(penalty)``,
-        medians of interleaved repeats on the last training batch (0 without a penalty)."""
-        if self.config.penalty == "none" or self._last_batch is None:
-            return 0.0
-        real, fake = self._last_batch
-        times: dict[bool, list[float]] = {True: [], False: []}
-        for repeat in range(PENALTY_SHARE_REPEATS + 1):
-            for with_penalty in (True, False):
-                begin = time.perf_counter()
-                self.objectives.critic_step(real, fake, with_penalty, rng=self.probe_stream)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                if repeat:  # the first round warms up
-                    times[with_penalty].append(time.perf_counter() - begin)
-        # The gradients left behind are overwritten by the next training step.
-        return max(0.0, 1.0 - statistics.median(times[False]) / statistics.median(times[True]))
+    def _seconds(self) -> float:
+        """Training time of the run so far; before the loop starts, the time a resumed
+        checkpoint holds (0 for a fresh run)."""
+        start = self._start
+        return self.seconds_before if start is None else time.perf_counter() - start
 
-    @torch.no_grad()
+    def _scalers(self) -> dict[str, torch.amp.GradScaler] | None:
+        """The fp16 loss scalers by role, as a checkpoint holds them; None without fp16."""
+        if self.generator_scaler is None:
+            return None
+        return {"critic": self.objectives.scaler, "generator": self.generator_scaler}
+
     def evaluate(self, figure_name: str) -> dict:
         """Metrics of the fixed evaluation batch, a figure of it (over real data, or an image
-        grid), and a row of ``evaluations.csv``."""
-        sampler = self.sampler
-        sampler.eval()
-        samples = sampler(self.eval_noise.to(self.device)).cpu()
-        sampler.train()
-        metrics: dict = {"step": self.step}
-        title = f"{self.config.dataset}, step {self.step}"
-        if self.kind == "image":
-            if self.config.dataset == "digits":
-                if self._classifier is None:
-                    self._classifier = digits_classifier()
-                metrics |= digits_quality(samples, self._classifier)
-            save_image_grid(self.out_dir / figure_name, samples[:GRID_IMAGES])
-        else:
-            if self._emd_floor is None:
-                self._emd_floor = earth_movers_distance(self.eval_real_other, self.eval_real)
-            metrics["emd"] = earth_movers_distance(samples, self.eval_real)
-            metrics["emd_floor"] = self._emd_floor
-            if isinstance(self.data, ToyDataset):
-                metrics |= mode_coverage(samples, self.data.centres, self.data.sigma).as_dict()
-                title += (f": {metrics['modes_covered']}/{metrics['num_modes']} modes, "
-                          f"{100 * metrics['high_quality_share']:.1f}% high quality")
-            # The critic's level sets are drawn where the data are 2-D.
-            critic = None
-            if self.sample_shape == (2,):
-                critic = lambda points: self.critic(points.to(self.device)).cpu()  # noqa: E731
-            plot_toy_samples(self.out_dir / figure_name, self.eval_real, samples, critic, title)
-        with torch.enable_grad():
-            metrics["penalty_share"] = self.penalty_share()
-        start = self._start
-        metrics["seconds"] = self.seconds_before if start is None else time.perf_counter() - start
+        grid) at ``figure_name`` in the run folder, and a row of ``evaluations.csv``."""
+        metrics = evaluation.sample_quality(
+            sampler=self.sampler, critic=self.critic, batches=self.eval_batches, data=self.data,
+            kind=self.kind, dataset=self.config.dataset, sample_shape=self.sample_shape,
+            device=self.device, step=self.step, figure=self.out_dir / figure_name)
+        metrics["penalty_share"] = evaluation.penalty_share(self.objectives, self._last_batch,
+                                                            self.probe_stream, self.device)
+        # Read last: the row's time is that of the evaluation's end, measurements included.
+        metrics["seconds"] = self._seconds()
         if self.evaluations is not None:
             self.evaluations.append({column: metrics.get(column, "")
                                      for column in self.evaluation_columns})
@@ -501,121 +437,14 @@ class Trainer:
         return metrics
 
     def save_checkpoint(self) -> None:
-        """Everything a resumed run needs to continue exactly: models, weight average, optimizers,
-        step, time and the random streams (noise and ε from the global generator, real samples
-        from the data stream) of every process. The learning-rate schedule is a function of the
-        step. Every process must call it (the random states are gathered); rank 0 writes."""
-        rng = {"torch": torch.get_rng_state(), "data": self.data_stream.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        rng_per_process = self.group.gather(rng)
+        """Write the run's checkpoint (see :mod:`fastgp.train.checkpoint`). Every process must
+        call it (the random states are gathered); rank 0 writes."""
+        rng_per_process = self.group.gather(checkpoint.random_state(self.data_stream, self.device))
         if not self.group.is_main:
             return
-        start = self._start
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.step,
-            "seconds": self.seconds_before if start is None else time.perf_counter() - start,
-            "config": dataclasses.asdict(self.config),
-            "sample_shape": list(self.sample_shape),
-            "generator": self.generator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "generator_optimizer": self.generator_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "processes": self.group.world_size,
-            "rng": rng_per_process,
-        }
-        if self.average is not None:
-            state["generator_average"] = self.average.state_dict()
-        if self.generator_scaler is not None:
-            state["scalers"] = {"critic": self.objectives.scaler.state_dict(),
-                                "generator": self.generator_scaler.state_dict()}
-        run_folder.save_checkpoint(self.out_dir / run_folder.CHECKPOINT_FILE, state)
-        run_folder.keep_history(self.out_dir / run_folder.CHECKPOINT_FILE,
-                                self.out_dir / run_folder.CHECKPOINT_HISTORY,
-                                f"step_{self.step:08d}.pt", self.config.keep_checkpoints)
-
-    def _restore(self, state: dict) -> None:
-        """Continue from a checkpoint of a run with the same config (``steps`` may grow)."""
-        path = self.out_dir / run_folder.CHECKPOINT_FILE
-        if state.get("format") != CHECKPOINT_FORMAT or "processes" not in state:
-            raise ValueError(f"checkpoint {path} was written by another version of fastgp "
-                             f"(format {state.get('format')!r}, expected {CHECKPOINT_FORMAT}); "
-                             "it cannot be resumed")
-        missing = [key for key in RESUME_KEYS if key not in state]
-        if missing:
-            raise ValueError(f"{path} is not a fastgp checkpoint: missing keys {missing}; it "
-                             "cannot be resumed")
-        differing = self.config.changes_from(dict(state["config"]), RESUMABLE_CHANGES)
-        if differing:
-            changes = ", ".join(differing)
-            raise ValueError(f"cannot resume {self.out_dir}: the config differs ({changes}); only "
-                             f"{', '.join(RESUMABLE_CHANGES)} may change")
-        step = int(state["step"])
-        if self.config.steps <= step:
-            # Nothing would be trained: the run would evaluate and report again, under a
-            # step count that is not the one trained.
-            raise ValueError(f"cannot resume {self.out_dir}: its checkpoint is at step {step} and "
-                             f"steps is {self.config.steps}; give --steps above {step} to train "
-                             "further")
-        if state["processes"] != self.group.world_size:
-            raise ValueError(f"cannot resume {self.out_dir}: it ran on {state['processes']} "
-                             f"processes, this job has {self.group.world_size}; each process's "
-                             "random streams are part of the checkpoint")
-        self.generator.load_state_dict(state["generator"])
-        self.critic.load_state_dict(state["critic"])
-        if self.average is not None:
-            self.average.load_state_dict(state["generator_average"])
-        if self.generator_scaler is not None:
-            self.objectives.scaler.load_state_dict(state["scalers"]["critic"])
-            self.generator_scaler.load_state_dict(state["scalers"]["generator"])
-        self.generator_optimizer.load_state_dict(state["generator_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        rng = state["rng"][self.group.rank]
-        torch.set_rng_state(rng["torch"])
-        self.data_stream.set_state(rng["data"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.step = step
-        self.seconds_before = float(state["seconds"])
-
-
-def load_generator(run_dir: Path) -> tuple[nn.Module, TrainConfig]:
-    """The sampling generator of a run folder (the weight average when the run kept one), in
-    eval mode on the CPU, with its config. The config is the one saved in the checkpoint with the
-    weights, not ``config.json``, which a user may edit."""
-    run_dir = Path(run_dir)
-    checkpoint = run_dir / run_folder.CHECKPOINT_FILE
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a fastgp run folder: {checkpoint.name} is missing")
-    state = run_folder.load_checkpoint(checkpoint, required=("format", "sample_shape", "generator"))
-    if not isinstance(state.get("config"), dict):
-        raise ValueError(f"checkpoint {checkpoint} holds no config (format "
-                         f"{state.get('format')!r}, written by another version of fastgp); "
-                         "it cannot be sampled")
-    config = TrainConfig.from_dict(state["config"])
-    generator, _ = build_models(config, tuple(state["sample_shape"]))
-    try:
-        if "generator_average" in state:
-            average = AveragedModel(generator, use_buffers=True)
-            average.load_state_dict(state["generator_average"])
-            generator = average.module
-        else:
-            generator.load_state_dict(state["generator"])
-    except RuntimeError as error:  # load_state_dict: missing, unexpected or mis-shaped weights
-        # the first mismatch is enough (the message lists every layer)
-        first = " ".join(line.strip() for line in str(error).splitlines()[:2])
-        raise ValueError(f"the weights in {checkpoint} do not fit the models of its config "
-                         f"(was it edited?): {first}") from error
-    return generator.eval(), config
-
-
-@torch.no_grad()
-def sample(run_dir: Path, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` samples from a run's generator, shape ``(n, *sample_shape)``, reproducible for a
-    ``seed``."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    generator, config = load_generator(run_dir)
-    noise = torch.randn(n, config.noise_dim, generator=torch.Generator().manual_seed(seed))
-    return generator(noise)
+        checkpoint.save(
+            self.out_dir, step=self.step, seconds=self._seconds(), config=self.config,
+            sample_shape=self.sample_shape, generator=self.generator, critic=self.critic,
+            generator_optimizer=self.generator_optimizer, critic_optimizer=self.critic_optimizer,
+            average=self.average, scalers=self._scalers(), rng_per_process=rng_per_process,
+            keep=self.config.keep_checkpoints)
