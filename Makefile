@@ -22,8 +22,8 @@ SKIP_NATIVE := $(if $(filter 0,$(NATIVE)),-C wheel.cmake=false,)
 
 $(STAMP): pyproject.toml fastgp/_version.py CMakeLists.txt $(wildcard kernels/*.cpp kernels/*/*.cpp kernels/*/*.cu kernels/*/*/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)" "scikit-build-core>=0.10" "cmake>=3.18" ninja
-	$(BIN)/pip install --quiet --no-build-isolation $(SKIP_NATIVE) -e ".[test,bench]"
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" "scikit-build-core>=0.10" "cmake>=3.26" ninja
+	$(BIN)/pip install --quiet --no-build-isolation $(SKIP_NATIVE) -e ".[train,test,bench]"
 	$(BIN)/fastgp info
 	touch $(STAMP)
 
@@ -52,7 +52,8 @@ profile: $(STAMP)
 
 # On a machine with NVIDIA GPUs: fastgp goes into that machine's own Python and CUDA torch
 # (GPU_PYTHON; nothing else is installed, so missing packages must already be there), with the
-# CUDA kernels when nvcc is found, then benchmarks/gpu_check.py runs every GPU check (at most a
+# CUDA kernels when nvcc is found (a module for that Python only, so that a CMake older than the
+# stable ABI's 3.26 builds it too), then benchmarks/gpu_check.py runs every GPU check (at most a
 # few minutes) and writes runs/gpu-check/summary.md. gpu-check-dry-run: the same checks on the
 # CPU, CUDA-only ones skipped (CI runs it).
 GPU_PYTHON ?= python3
@@ -62,7 +63,8 @@ gpu-check:
 	$(GPU_PYTHON) -c "import sys, torch; sys.exit(None if torch.cuda.is_available() else 'no CUDA device visible to $(GPU_PYTHON): make gpu-check-dry-run checks on the CPU')"
 	TORCH_CUDA_ARCH_LIST=$$($(GPU_PYTHON) -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") \
 	  $(GPU_PYTHON) -m pip install --quiet --no-build-isolation --no-deps \
-	  $(if $(NVCC),-C cmake.define.FASTGP_CUDA=ON,) -C build-dir=build/gpu-check -e .
+	  $(if $(NVCC),-C cmake.define.FASTGP_CUDA=ON,) -C build-dir=build/gpu-check \
+	  -C cmake.version=">=3.18" -C wheel.py-api="" -e .
 	$(GPU_PYTHON) benchmarks/gpu_check.py --out runs/gpu-check
 
 gpu-check-dry-run: $(STAMP)

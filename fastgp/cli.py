@@ -30,15 +30,14 @@ from fastgp.cli_errors import (
     require_seed,
 )
 from fastgp.devices import check_device
-from fastgp.train.checkpoint import sample
+from fastgp.extras import INSTALL_TRAIN, require_train_extra
 from fastgp.train.config import (
+    COMPARED_LOSSES,
     LOSSES,
     TrainConfig,
 )
 from fastgp.train.distributed import ProcessGroup
-from fastgp.train.plots import save_image_grid
 from fastgp.train.run_contents import check_destination
-from fastgp.train.trainer import Trainer
 from fastgp.validation import integer, real_number
 
 _CONFIG_FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
@@ -157,6 +156,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    require_train_extra()
+    from fastgp.train.trainer import Trainer
+
     config = train_config(args)
     check_device(config.device, allow_auto=True)
     args.out = _folder(args.out)
@@ -213,6 +215,10 @@ def _run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .npy or .png, got {args.out}")
     args.run = _folder(args.run, "--run")
     require_seed("--seed", args.seed)
+    require_train_extra()
+    from fastgp.train.checkpoint import sample
+    from fastgp.train.plots import save_image_grid
+
     samples = sample(args.run, args.n, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.out.suffix == ".png":
@@ -228,8 +234,6 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _compare_parser(subparsers: argparse._SubParsersAction) -> None:
-    from fastgp.train.compare import COMPARED_LOSSES
-
     parser = subparsers.add_parser(
         "compare", help="the same budget for gan, wgan-clip, wgan-gp, wgan-lp on a toy set",
         description="Train each loss with its published defaults for the same number of "
@@ -250,6 +254,7 @@ def _compare_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
+    require_train_extra()
     from fastgp.train.compare import compare
 
     args.out = _folder(args.out)
@@ -430,6 +435,8 @@ def _run_bench(args: argparse.Namespace) -> int:
     written = write_outputs(args.out, rows)
     print((args.out / "bench.md").read_text())
     print("wrote " + ", ".join(str(path) for path in written))
+    if args.out / "bench.png" not in written:
+        print(f"bench.png not drawn: matplotlib is not installed ({INSTALL_TRAIN})")
     return 0
 
 

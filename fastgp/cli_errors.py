@@ -1,17 +1,18 @@
 """Expected failures of ``fastgp <command>``: one line on stderr and an exit status, no traceback.
 
 An expected failure is bad input (exit 2: an option, a data file, a checkpoint) or a run that
-failed while running for a reason outside the program (exit 1: the disk filled up, training
-diverged). Only those exception types are mapped here; anything else keeps its traceback,
-since it is a bug to report. Also here: the checks of option values that argparse cannot
-express (seed ranges, non-empty lists), run before any work starts; numbers are checked by the
-rules of :mod:`fastgp.validation`, as in the Python API.
+failed for a reason outside the program (exit 1: the disk filled up, training diverged, the
+training extras are not installed). Only those exception types are mapped here; anything else
+keeps its traceback, since it is a bug to report. Also here: the checks of option values that
+argparse cannot express (seed ranges, non-empty lists), run before any work starts; numbers are
+checked by the rules of :mod:`fastgp.validation`, as in the Python API.
 """
 
 from __future__ import annotations
 
 import errno
 
+from fastgp.extras import MissingExtraError
 from fastgp.train.config import SEED_RANGE
 
 EXIT_RUN_FAILED = 1
@@ -22,14 +23,15 @@ RUN_FAILURE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.E
 # OSErrors that say a path given on the command line is wrong (missing, a file, not writable).
 PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                FileExistsError)
-# ValueError: the checks of options, data and checkpoints; FloatingPointError: divergence.
-EXPECTED = (ValueError, FloatingPointError, OSError)
+# ValueError: the checks of options, data and checkpoints; FloatingPointError: divergence;
+# MissingExtraError: a command of the training system without the fastgp[train] extra.
+EXPECTED = (ValueError, FloatingPointError, OSError, MissingExtraError)
 
 
 def describe_failure(error: BaseException, writing_to: object = None) -> tuple[int, str] | None:
     """``(exit status, one-line message)`` for an expected failure, ``None`` for anything else
     (a bug: the caller re-raises it). ``writing_to`` names the output a failed write was for."""
-    if isinstance(error, FloatingPointError):
+    if isinstance(error, FloatingPointError | MissingExtraError):
         return EXIT_RUN_FAILED, one_line(error)
     if isinstance(error, OSError):
         if error.errno in RUN_FAILURE_ERRNOS:

@@ -23,7 +23,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fastgp"
 #: inside too (fastgp/ops/README.md): rules, formulas, the three implementations, the choice of
 #: one, the public functions.
 LAYERS: list[tuple[str, ...]] = [
-    ("fastgp._version", "fastgp.validation", "fastgp.devices", "fastgp.nn", "fastgp.reference"),
+    ("fastgp._version", "fastgp.validation", "fastgp.devices", "fastgp.nn", "fastgp.reference",
+     "fastgp.extras"),
     ("fastgp.ops._checks", "fastgp.ops._layout"),
     ("fastgp.ops.formulas",),
     ("fastgp.ops.composite", "fastgp.ops.native", "fastgp.ops.triton"),

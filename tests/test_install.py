@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from fastgp.cli import main
-from fastgp.ops import backend
+from fastgp.ops import backend, native
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA = torch.device("cuda")
@@ -106,6 +106,48 @@ def test_cuda_build_says_what_it_needs(tmp_path):
         expected = "FASTGP_CUDA=ON needs nvcc"
     assert result.returncode != 0
     assert expected in " ".join(result.stderr.split()), result.stderr
+
+
+# What fastgp._C was built against ----------------------------------------------------------
+
+def _loads(name):
+    return None
+
+
+def _fails(message):
+    def load(name):
+        raise ImportError(message)
+    return load
+
+
+def test_the_extension_records_its_torch_and_uses_the_stable_abi():
+    if native.load_error() is not None:
+        pytest.skip(native.load_error())
+    import fastgp._C
+
+    assert native.built_with() == torch.__version__
+    assert fastgp._C.__file__.endswith(".abi3.so")  # one build for every CPython >= 3.10
+
+
+def test_a_build_for_another_torch_is_named_not_loaded():
+    loaded = []
+    problem = native.load_problem("2.11.0+cu128", "2.13.0+cpu", load=loaded.append)
+    assert problem == ("fastgp._C was built against torch 2.11.0+cu128, but torch 2.13.0+cpu is "
+                       f"running: {native.REBUILD}")
+    assert loaded == []  # never loaded against another release's C++ ABI
+    assert native.load_problem("2.13.0+cpu", "2.13.1+cu130", load=_loads) is None
+    assert native.load_problem("2.13.0", "2.13.0", load=_fails("undefined symbol: _ZN3c10")) == (
+        "fastgp._C (built against torch 2.13.0) does not load: undefined symbol: _ZN3c10; "
+        f"{native.REBUILD}")
+    assert native.load_problem(None, "2.13.0", load=_fails("No module named 'fastgp._C'")) == (
+        "fastgp._C is not built (No module named 'fastgp._C')")
+
+
+def test_info_names_a_torch_mismatch(monkeypatch, capsys):
+    mismatch = native.load_problem("2.11.0", torch.__version__, load=_loads)
+    monkeypatch.setattr(native, "_LOAD_ERROR", mismatch)
+    assert main(["info"]) == 0
+    assert f"native  {mismatch}" in capsys.readouterr().out
 
 
 # Triton's toolchain on CUDA ----------------------------------------------------------------

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from fastgp import extras
 from fastgp._version import __version__
 from fastgp.models import (
     InstanceNormDCGANCritic,
@@ -277,7 +277,7 @@ def run_matrix(cases: Sequence[Case], paths: Sequence[str], repeats: int, warmup
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     rows = []
-    for case in tqdm(cases, desc="bench", unit="case", disable=not progress):
+    for case in extras.progress_bar(cases, desc="bench", unit="case", disable=not progress):
         rows += [row | metadata for row in run_case(case, paths, repeats, warmup, device)]
     return rows
 
@@ -348,9 +348,13 @@ def plot_rows(path: Path, rows: list[dict]) -> None:
 
 
 def write_outputs(out_dir: Path, rows: list[dict]) -> list[Path]:
+    """Write ``bench.csv``, ``bench.md`` and, where matplotlib is installed (the ``train``
+    extra), ``bench.png``; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "bench.csv", out_dir / "bench.md", out_dir / "bench.png"]
+    paths = [out_dir / "bench.csv", out_dir / "bench.md"]
     write_csv(paths[0], rows)
     paths[1].write_text(markdown_table(rows))
-    plot_rows(paths[2], rows)
+    if extras.installed("matplotlib"):
+        paths.append(out_dir / "bench.png")
+        plot_rows(paths[2], rows)
     return paths

@@ -21,12 +21,11 @@ from matplotlib.figure import Figure  # not pyplot: the caller's backend stays a
 
 from fastgp.train import run_folder
 from fastgp.train.checkpoint import sample
-from fastgp.train.config import TrainConfig
+from fastgp.train.config import COMPARED_LOSSES, TrainConfig
 from fastgp.train.data import ToyDataset, toy_dataset
 from fastgp.train.report import markdown_table
 from fastgp.train.trainer import Trainer
 
-COMPARED_LOSSES = ("gan", "wgan-clip", "wgan-gp", "wgan-lp")
 COLUMNS = ["loss", "modes_covered", "num_modes", "high_quality_share", "emd", "emd_floor",
            "seconds", "critic_step"]
 

@@ -48,6 +48,8 @@ from fastgp.engine.fused_critic import PENALTIES as ENGINE_PENALTIES
 from fastgp.train.data import BUILTIN_DATASETS
 
 LOSSES = ("wgan-gp", "wgan-lp", "wgan-clip", "gan")
+# What `fastgp compare` trains by default, with one budget (fastgp.train.compare).
+COMPARED_LOSSES = ("gan", "wgan-clip", "wgan-gp", "wgan-lp")
 # The engine's penalties and DRAGAN (Tier 1 only: its points are random perturbations).
 PENALTIES = (*(name for name in ENGINE_PENALTIES if name != "none"), "dragan", "none")
 OPTIMIZERS = ("adam", "rmsprop")
