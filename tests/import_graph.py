@@ -1,6 +1,7 @@
 """fastgp's import graph: which module imports which.
 
-    python tests/import_graph.py        # prints "module -> modules it imports", one per line
+    python tests/import_graph.py             # "module -> modules it imports", one per line
+    python tests/import_graph.py --layers    # the same, one line per layer of LAYERS
 
 Two graphs: the imports that run when a module is imported (module level, not under
 ``if TYPE_CHECKING:``), and all of them, including imports inside functions, which run when the
@@ -142,8 +143,27 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def layer_graph(graph: dict[str, set[str]]) -> dict[int, set[int]]:
+    """Layer -> the other layers its modules import (the graph of :data:`LAYERS`)."""
+    edges: dict[int, set[int]] = {layer: set() for layer in range(len(LAYERS) + 1)}
+    for module, dependencies in graph.items():
+        edges[layer_of(module)] |= {layer_of(d) for d in dependencies} - {layer_of(module)}
+    return edges
+
+
+def _layer_name(layer: int) -> str:
+    return "fastgp (root)" if layer == len(LAYERS) else " ".join(LAYERS[layer])
+
+
 if __name__ == "__main__":
     eager, everywhere = import_graph(), import_graph(lazy=True)
+    if "--layers" in sys.argv:
+        lazy_edges = layer_graph(everywhere)
+        for layer, below in layer_graph(eager).items():
+            in_functions = sorted(lazy_edges[layer] - below)
+            print(f"{layer}. {_layer_name(layer)} -> {', '.join(map(str, sorted(below))) or '-'}"
+                  + (f" | in functions: {', '.join(map(str, in_functions))}" if in_functions else ""))
+        sys.exit(0)
     for module, dependencies in eager.items():
         line = f"{module} -> {', '.join(sorted(dependencies)) or '(nothing of fastgp)'}"
         in_functions = sorted(everywhere[module] - dependencies)
