@@ -44,7 +44,7 @@ def _op(case, backend):
 
 
 def test_every_op_has_a_case():
-    assert [case.name for case in CASES] == list(Kernels._fields)
+    assert sorted(case.name for case in CASES) == sorted(Kernels._fields)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

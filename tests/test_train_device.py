@@ -150,7 +150,7 @@ def test_the_cli_trains_on_auto_by_default(monkeypatch, command, tmp_path):
         seen.append(config.device)
         raise _Chosen
 
-    monkeypatch.setattr(cli, "Trainer", trainer)
+    monkeypatch.setattr("fastgp.train.trainer.Trainer", trainer)
     monkeypatch.setattr("fastgp.train.compare.Trainer", trainer)
     with pytest.raises(_Chosen):
         cli.main([command, "--out", str(tmp_path / "run"), "--no-progress"])
@@ -239,7 +239,7 @@ def test_the_cli_flag_reaches_the_config(monkeypatch, tmp_path):
         seen.append(config.deterministic)
         raise _Chosen
 
-    monkeypatch.setattr(cli, "Trainer", trainer)
+    monkeypatch.setattr("fastgp.train.trainer.Trainer", trainer)
     for flags in ([], ["--deterministic"]):
         with pytest.raises(_Chosen):
             cli.main(["train", "--out", str(tmp_path / "run"), "--no-progress", *flags])

@@ -23,4 +23,5 @@ def test_kernels_compile_for_sm90(tmp_path):
                             env=environment, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if "sm_90 cubin" in line]
-    assert len(lines) == 14, result.stdout
+    kernels = int(result.stdout.split("kernels: ")[1].split()[0])
+    assert kernels >= 7 and len(lines) == 2 * kernels, result.stdout  # 16/32-bit and fp64

@@ -52,11 +52,16 @@ CASES = {
         ACC=F32, BLOCK=1024),
 }
 
+
 def as_fp64(signature: dict) -> dict:
     """The same kernel on fp64 tensors (fp64 accumulation); the mask stays one byte."""
     return {name: ("*fp64" if kind in ("*fp32", "*bf16", "*fp16") else kind)
             for name, kind in signature.items()}
 
+
+KERNELS = sorted(name for name in dir(k) if name.endswith("_kernel"))
+assert sorted(CASES) == KERNELS, f"kernels without a signature here: {set(KERNELS) - set(CASES)}"
+print(f"kernels: {len(KERNELS)}")
 
 for name, (signature, constexprs) in CASES.items():
     for label, types, acc in (("16/32-bit", signature, F32), ("fp64", as_fp64(signature),
