@@ -57,7 +57,8 @@ def _norms(x: torch.Tensor) -> torch.Tensor:
     return x.detach().reshape(x.shape[0], -1).norm(dim=1)
 
 
-def _plain_penalty(grad, weight, center, one_sided):
+def plain_penalty(grad, weight, center, one_sided):
+    """The penalty written plainly: reshape, norm, mean (no subgradient at zero norms)."""
     norms = grad.reshape(grad.shape[0], -1).norm(dim=1)
     deviation = norms - center
     if one_sided:
@@ -68,7 +69,7 @@ def _plain_penalty(grad, weight, center, one_sided):
 def _penalty_backward_formula(grad, norms, grad_penalty, grad_norms, weight, center, one_sided):
     # ∂(p̄·P + Σ n̄_i·n_i)/∂g by autograd through the plain penalty (nonzero norms here)
     leaf = grad.detach().clone().requires_grad_(True)
-    penalty, plain_norms = _plain_penalty(leaf, weight, center, one_sided)
+    penalty, plain_norms = plain_penalty(leaf, weight, center, one_sided)
     (expected,) = torch.autograd.grad(grad_penalty * penalty + (grad_norms * plain_norms).sum(),
                                       leaf)
     return expected
@@ -124,7 +125,7 @@ CASES = [
                               (1 - eps.view(_samples(grad))) * grad)),
     OpCase("norm_penalty", ("grad",),
            lambda grad: (grad, 10.0, 1.0, False),
-           _plain_penalty),
+           plain_penalty),
     OpCase("norm_penalty_backward", ("grad",),
            lambda grad: (grad, _norms(grad), torch.tensor(1.0, dtype=torch.float64),
                          per_sample(grad), 10.0, 1.0, False),

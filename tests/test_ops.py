@@ -9,6 +9,7 @@ from backends import AVAILABLE, BACKENDS
 from helpers import FP64_TOL, relative_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_cases import plain_penalty
 
 import fastgp
 from fastgp import ops
@@ -17,14 +18,6 @@ from fastgp import ops
 def _random(shape, dtype=torch.float64, seed=0, requires_grad=False):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=generator, dtype=dtype).requires_grad_(requires_grad)
-
-
-def _plain_penalty(grad, weight, center, one_sided):
-    norms = grad.reshape(grad.shape[0], -1).norm(dim=1)
-    deviation = norms - center
-    if one_sided:
-        deviation = deviation.clamp(min=0)
-    return weight * (deviation**2).mean(), norms
 
 
 # ----------------------------------------------------------------------------- interpolate
@@ -98,7 +91,7 @@ def test_interpolate_gradcheck_and_gradgradcheck(backend):
 def test_norm_penalty_matches_plain_torch(shape, center, one_sided, backend):
     grad = _random(shape, seed=7, requires_grad=True)
     penalty, norms = ops.norm_penalty(grad, 10.0, center, one_sided, backend=backend)
-    expected_penalty, expected_norms = _plain_penalty(grad, 10.0, center, one_sided)
+    expected_penalty, expected_norms = plain_penalty(grad, 10.0, center, one_sided)
     assert relative_error(norms, expected_norms) <= FP64_TOL
     assert relative_error(penalty, expected_penalty) <= FP64_TOL
     (ours,) = torch.autograd.grad(penalty, grad)
@@ -110,7 +103,7 @@ def test_norm_penalty_matches_plain_torch(shape, center, one_sided, backend):
 def test_norm_penalty_fp64_keeps_inexact_scalars_exact(backend):
     grad = _random((6, 9), seed=2, requires_grad=True)
     penalty, norms = ops.norm_penalty(grad, 0.1, 0.3, False, backend=backend)
-    expected, _ = _plain_penalty(grad, 0.1, 0.3, False)
+    expected, _ = plain_penalty(grad, 0.1, 0.3, False)
     assert relative_error(penalty, expected) <= FP64_TOL
     (ours,) = torch.autograd.grad(penalty, grad)
     (theirs,) = torch.autograd.grad(expected, grad)
@@ -122,7 +115,7 @@ def test_norm_penalty_gradient_of_norms(backend):
     grad = _random((5, 3, 4), seed=4, requires_grad=True)
     weights = torch.rand(5, dtype=torch.float64)
     penalty, norms = ops.norm_penalty(grad, 2.0, 1.0, True, backend=backend)
-    expected_penalty, expected_norms = _plain_penalty(grad, 2.0, 1.0, True)
+    expected_penalty, expected_norms = plain_penalty(grad, 2.0, 1.0, True)
     (ours,) = torch.autograd.grad(penalty + (weights * norms).sum(), grad)
     (theirs,) = torch.autograd.grad(expected_penalty + (weights * expected_norms).sum(), grad)
     assert relative_error(ours, theirs) <= FP64_TOL
@@ -140,7 +133,7 @@ def test_norm_penalty_gradient_of_norms(backend):
 def test_norm_penalty_shape_sweep(batch, features, weight, center, one_sided, backend):
     grad = _random((batch, *features), seed=batch, requires_grad=True)
     penalty, norms = ops.norm_penalty(grad, weight, center, one_sided, backend=backend)
-    expected_penalty, expected_norms = _plain_penalty(grad, weight, center, one_sided)
+    expected_penalty, expected_norms = plain_penalty(grad, weight, center, one_sided)
     assert relative_error(norms, expected_norms) <= FP64_TOL
     assert relative_error(penalty, expected_penalty) <= FP64_TOL
 
@@ -182,7 +175,7 @@ def test_norm_penalty_16bit_accumulates_in_fp32(dtype, backend):
     penalty, norms = ops.norm_penalty(grad, 10.0, 1.0, False, backend=backend)
     assert penalty.dtype == torch.float32 and norms.dtype == torch.float32
     # Oracle: the same rounded inputs, reduced in fp64. fp32 accumulation is far inside 2e-2.
-    expected_penalty, expected_norms = _plain_penalty(grad.detach().double(), 10.0, 1.0, False)
+    expected_penalty, expected_norms = plain_penalty(grad.detach().double(), 10.0, 1.0, False)
     assert relative_error(norms, expected_norms) <= 1e-5
     assert relative_error(penalty, expected_penalty) <= 1e-5
     (d_grad,) = torch.autograd.grad(penalty, grad)
