@@ -36,6 +36,7 @@ for backend in usable:
     print(f"backend {backend}: interpolate -> bias_leaky_relu -> norm_penalty = "
           f"{penalty.item():.6f} (relative error {error:.1e} against torch)")
 
+torch.manual_seed(0)
 critic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1))
 print(f"gradient_penalty on an MLP critic: "
       f"{fastgp.gradient_penalty(critic, torch.randn(8, 2), torch.randn(8, 2)).item():.6f}")
