@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+# implementation(backend): the registered ops of one concrete backend, as fastgp.ops.Kernels
+from fastgp.ops.backend import kernels as implementation  # noqa: F401
 from fastgp.ops.backend import native_unavailable_reason, triton_unavailable_reason
 
 CPU = torch.device("cpu")
@@ -23,11 +25,3 @@ AVAILABLE = [name for name, reason in [
     ("triton", triton_unavailable_reason(CPU)),
     ("native", native_unavailable_reason(CPU)),
 ] if reason is None]
-
-
-def implementation(backend):
-    """The registered ops of one concrete backend (``torch.ops.fastgp_torch``, ``fastgp_native``
-    or ``fastgp_triton``), as :class:`fastgp.ops.Kernels`."""
-    from fastgp.ops.backend import kernels
-
-    return kernels(backend)

@@ -33,14 +33,18 @@ def without_train_extra(monkeypatch):
     monkeypatch.setattr(fastgp.extras, "installed", lambda module: module not in TRAIN_PACKAGES)
 
 
-@pytest.mark.parametrize("command", [["train", "--steps", "1"], ["compare", "--steps", "1"],
-                                     ["sample", "--run", "runs/none", "--out", "x.npy"]])
-def test_training_commands_name_the_extra_in_one_line(command, without_train_extra, tmp_path,
-                                                      capsys):
-    assert main([*command, *(["--out", str(tmp_path / "out")] if command[0] != "sample" else [])]) == 1
+@pytest.mark.parametrize("command, options", [
+    ("train", ["--steps", "1", "--out", "{tmp}/run"]),
+    ("compare", ["--steps", "1", "--out", "{tmp}/compare"]),
+    ("sample", ["--run", "{tmp}/run", "--out", "{tmp}/samples.npy"]),
+])
+def test_training_commands_name_the_extra_in_one_line(command, options, without_train_extra,
+                                                      tmp_path, capsys):
+    assert main([command, *(option.format(tmp=tmp_path) for option in options)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [f"fastgp {command[0]}: error: the training extras are not installed (missing "
+    assert lines == [f"fastgp {command}: error: the training extras are not installed (missing "
                      "matplotlib, tqdm, scikit-learn, POT, Pillow): pip install 'fastgp[train]'"]
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_the_trainer_names_the_extra(without_train_extra, monkeypatch):

@@ -44,6 +44,7 @@ or channels_last, contiguous otherwise) on every implementation and in every fak
 """
 
 # No `from __future__ import annotations` here: custom_op reads the composites' hints as schemas.
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -333,12 +334,6 @@ def register(namespace: str) -> Kernels:
         torch.library.register_fake(qualified, formulas.fake)
         if formulas.grads is not None:
             torch.library.register_autograd(
-                qualified, _bound(formulas.grads, kernels), setup_context=formulas.save)
+                qualified, functools.partial(formulas.grads, kernels),
+                setup_context=formulas.save)
     return kernels
-
-
-def _bound(grads: Callable, kernels: Kernels) -> Callable:
-    def backward(ctx, *grad_outputs):
-        return grads(kernels, ctx, *grad_outputs)
-
-    return backward
